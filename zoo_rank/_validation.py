@@ -41,10 +41,14 @@ def check_features(features: Any, *, name: str = "features") -> None:
             if len(shape) == 1
             else "flatten each sample to one feature vector, e.g. x.reshape(len(x), -1)"
         )
-        raise ZooRankError(f"Expected 2D {name} of shape (n_samples, n_features), got {len(shape)}D shape {shape}; {hint}.")
+        raise ZooRankError(
+            f"Expected 2D {name} of shape (n_samples, n_features), got {len(shape)}D shape {shape}; {hint}."
+        )
     n, p = shape
     if n == 0 or p == 0:
-        raise ZooRankError(f"Expected non-empty {name}, got shape {shape}; pass at least one sample with at least one feature.")
+        raise ZooRankError(
+            f"Expected non-empty {name}, got shape {shape}; pass at least one sample with at least one feature."
+        )
     if _is_torch(features):
         import torch
 
@@ -56,7 +60,9 @@ def check_features(features: Any, *, name: str = "features") -> None:
     else:
         arr = np.asarray(features)
         if not np.issubdtype(arr.dtype, np.number):
-            raise ZooRankError(f"Expected numeric {name}, got dtype {arr.dtype}; convert with np.asarray(x, dtype=np.float32).")
+            raise ZooRankError(
+                f"Expected numeric {name}, got dtype {arr.dtype}; convert with np.asarray(x, dtype=np.float32)."
+            )
         bad_rows = ~np.isfinite(arr).all(axis=1)
         n_bad = int(bad_rows.sum())
         first = int(np.argmax(bad_rows)) if n_bad else -1
@@ -88,7 +94,9 @@ def encode_labels(labels: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     if y.dtype == object:
         # Mixed or non-sortable hashables: order classes by first appearance.
         classes_list: dict[Any, int] = {}
-        codes = np.fromiter((classes_list.setdefault(v, len(classes_list)) for v in y), dtype=np.int64, count=len(y))
+        codes = np.fromiter(
+            (classes_list.setdefault(v, len(classes_list)) for v in y), dtype=np.int64, count=len(y)
+        )
         classes = np.empty(len(classes_list), dtype=object)
         classes[:] = list(classes_list)
         return codes, classes
@@ -96,7 +104,9 @@ def encode_labels(labels: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64).reshape(-1), classes
 
 
-def check_features_labels(features: Any, labels: Any, *, min_classes: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def check_features_labels(
+    features: Any, labels: Any, *, min_classes: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate a labelled feature matrix for scoring.
 
     Returns `(X, codes, classes)` with X (N, p) numpy in its own float dtype (ints become float64),

@@ -1,0 +1,247 @@
+"""Linear probes: accuracy where the answer is known, agreement with scikit-learn, the L2 path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zoo_rank._validation import ZooRankError
+from zoo_rank.probe import (
+    DatasetPlan,
+    RidgePath,
+    accuracies,
+    linear_probe,
+    ridge_probe,
+    sklearn_C,
+)
+
+
+def blobs(n, p, K, spread, seed, *, correlated=False, n_test=1500):
+    """Gaussian classes around random means; `correlated` noise makes the best direction differ from
+    the mean difference, so regularisation matters (with isotropic noise the W -> 0 limit is optimal)."""
+    rng = np.random.default_rng(seed)
+    mix = np.eye(p) + (2.0 * rng.normal(size=(p, p)) / np.sqrt(p) if correlated else 0.0)
+    means = rng.normal(size=(K, p)) * spread
+
+    def draw(m):
+        y = np.arange(m) % K
+        return means[y] + rng.normal(size=(m, p)) @ mix.T, y
+
+    return (*draw(n), *draw(n_test))
+
+
+@pytest.mark.parametrize("fit", [linear_probe, ridge_probe])
+def test_separable_data_is_probed_perfectly(fit):
+    X, y, Xt, yt = blobs(400, 16, 4, spread=3.0, seed=1)
+    res = fit(X, y, Xt, yt)
+    assert res.top1 > 0.99 and res.mean_per_class > 0.99
+    assert res.n_train + res.n_val == 400 and res.n_test == len(yt)
+
+
+@pytest.mark.parametrize("fit", [linear_probe, ridge_probe])
+def test_noise_gives_chance(fit):
+    rng = np.random.default_rng(2)
+    X, Xt = rng.normal(size=(600, 30)), rng.normal(size=(3000, 30))
+    y, yt = rng.integers(0, 4, 600), rng.integers(0, 4, 3000)
+    res = fit(X, y, Xt, yt)
+    assert abs(res.top1 - 0.25) < 0.04
+
+
+def test_selected_l2_follows_signal_to_noise():
+    # Plenty of data with a real signal: weak regularisation wins. Few samples in many noisy
+    # dimensions: strong regularisation wins.
+    strong = linear_probe(*blobs(3000, 20, 3, spread=0.5, seed=0, correlated=True))
+    weak = linear_probe(*blobs(60, 200, 3, spread=0.15, seed=0, correlated=True))
+    assert strong.top1 > 0.85
+    assert strong.l2 < 1e-2 and weak.l2 > 1.0
+    assert weak.l2 / strong.l2 > 1e3
+
+
+def test_agrees_with_sklearn_logistic_regression_at_fixed_c():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, Xt, yt = blobs(500, 12, 4, spread=0.4, seed=3, correlated=True)
+    l2 = 3e-3
+    # One-value grid: the probe fits train (400 rows), then refits train + val (all 500) at that l2.
+    res = linear_probe(X[:400], y[:400], Xt, yt, X[400:], y[400:], l2_grid=[l2], tol=1e-8)
+    scaler = StandardScaler().fit(X)
+    clf = LogisticRegression(C=sklearn_C(l2, len(X)), tol=1e-10, max_iter=10_000).fit(scaler.transform(X), y)
+    sk_acc = clf.score(scaler.transform(Xt), yt)
+    assert abs(res.top1 - sk_acc) <= 0.01
+    np.testing.assert_allclose(res.coef, clf.coef_.T, atol=1e-4 * np.abs(clf.coef_).max())
+    np.testing.assert_allclose(res.intercept, clf.intercept_, atol=1e-3)
+    assert np.mean(res.predict(Xt) == clf.predict(scaler.transform(Xt))) > 0.995
+
+
+def test_early_stopping_keeps_the_selection():
+    data = blobs(300, 60, 3, spread=0.2, seed=4, correlated=True)
+    early = linear_probe(*data)
+    full = linear_probe(*data, early_stop=False)
+    assert len(full.l2_path) == 97
+    assert len(early.l2_path) < 97 and early.early_stopped
+    np.testing.assert_array_equal(early.val_acc_path, full.val_acc_path[: len(early.val_acc_path)])
+    assert early.l2 == full.l2 and early.top1 == full.top1
+
+
+def test_path_runs_strong_to_weak_and_ties_pick_the_stronger():
+    X, y, Xt, yt = blobs(300, 8, 3, spread=4.0, seed=5)
+    res = linear_probe(X, y, Xt, yt, l2_grid=[1e-3, 1e3, 1.0])
+    assert list(res.l2_path) == [1e3, 1.0, 1e-3]
+    assert res.val_acc_path[0] == res.val_acc_path.max()  # separable: W -> 0 keeps the mean direction
+    assert res.l2 == 1e3
+
+
+def test_given_validation_set_and_string_labels():
+    X, y, Xt, yt = blobs(300, 10, 3, spread=3.0, seed=6)
+    names = np.array(["cat", "dog", "eel"])
+    res = linear_probe(X[:200], names[y[:200]], Xt, names[yt], X[200:], names[y[200:]])
+    assert res.val_source == "given" and res.n_val == 100 and res.n_train == 200
+    assert set(res.predict(Xt[:20])) <= set(names)
+    assert np.mean(res.predict(Xt) == names[yt]) == pytest.approx(res.top1)
+
+
+@pytest.mark.parametrize("n", [80, 30])  # primal (N >= p) and dual (N < p) eigendecompositions
+def test_ridge_path_equals_sklearn_ridge_and_solve(n):
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(n, 50)) * rng.uniform(0.1, 3, 50)
+    Y = np.eye(4)[rng.integers(0, 4, n)]
+    path = RidgePath(X, Y)
+    Xt = rng.normal(size=(9, 50))
+    l2s = np.array([1e-4, 1e-2, 0.3, 10.0])
+    decisions = path.decision(Xt, l2s)
+    for a, l2 in enumerate(l2s):
+        W, b = path.coef(l2)
+        ref = Ridge(alpha=l2 * n).fit(X, Y)
+        np.testing.assert_allclose(W, ref.coef_.T, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(b, ref.intercept_, rtol=1e-6, atol=1e-9)
+        xc, yc = X - X.mean(0), Y - Y.mean(0)
+        W_solve = np.linalg.solve(xc.T @ xc + n * l2 * np.eye(50), xc.T @ yc)
+        np.testing.assert_allclose(W, W_solve, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(decisions[a], ref.predict(Xt), rtol=1e-6, atol=1e-9)
+
+
+def test_ridge_probe_selects_the_argmax_of_brute_force_validation():
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, Xt, yt = blobs(240, 40, 3, spread=0.3, seed=8, correlated=True)
+    grid = np.logspace(-4, 3, 15)
+    res = ridge_probe(X[:160], y[:160], Xt, yt, X[160:], y[160:], l2_grid=grid)
+    sc = StandardScaler().fit(X[:160])
+    accs = [
+        np.mean(Ridge(alpha=l2 * 160).fit(sc.transform(X[:160]), np.eye(3)[y[:160]]).predict(sc.transform(X[160:])).argmax(1) == y[160:])
+        for l2 in grid[::-1]
+    ]  # fmt: skip
+    np.testing.assert_allclose(res.val_acc_path, accs)
+    assert res.l2 == grid[::-1][int(np.argmax(accs))]
+
+
+def test_accuracies_top1_and_mean_per_class():
+    pred = np.array([0, 0, 0, 0, 1, 1])
+    target = np.array([0, 0, 0, 0, 0, 1])  # class 0: 4/5 right, class 1: 1/1
+    top1, mpc = accuracies(pred, target, 3)  # class 2 absent from target: not averaged
+    assert top1 == pytest.approx(5 / 6) and mpc == pytest.approx((0.8 + 1.0) / 2)
+
+
+def test_sklearn_c_mapping():
+    assert sklearn_C(1e-3, 500) == pytest.approx(2.0)
+    with pytest.raises(ZooRankError):
+        sklearn_C(0.0, 10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"test_y": np.full(50, 9)}, "never occurs in train"),
+        ({"val_x": np.zeros((5, 6))}, "only one of val_x"),
+        ({"l2_grid": [1.0, -1.0]}, "positive finite"),
+        ({"train_y": np.zeros(60)}, "at least 2"),
+        ({"test_x": np.zeros((50, 7))}, "7 features"),
+        ({"train_x": np.full((60, 6), np.nan)}, "NaN"),
+        ({"val_fraction": 1.5}, "val_fraction"),
+    ],
+)
+def test_bad_inputs_raise_one_line_errors(kwargs, match):
+    rng = np.random.default_rng(9)
+    args = {"train_x": rng.normal(size=(60, 6)), "train_y": np.arange(60) % 3, "test_x": rng.normal(size=(50, 6))}
+    args["test_y"] = np.arange(50) % 3
+    args.update(kwargs)
+    with pytest.raises(ZooRankError, match=match):
+        linear_probe(**args)
+
+
+# ---- the model x dataset grid ----------------------------------------------------------------
+
+
+class _Features:
+    def __init__(self, x, y, key):
+        self.features, self.labels, self.meta = x.astype(np.float32), y, {"key": key}
+
+
+def test_run_probes_writes_one_file_per_cell_merges_and_resumes(tmp_path, monkeypatch):
+    import zoo_rank.probe as probe_mod
+    from zoo_rank import results
+
+    calls = []
+
+    def fake_features(model, plan, split, n_per_class, seed, device, cache_dir, quiet):
+        calls.append((model, plan.name, split))
+        spread = 3.0 if model == "good" else 0.05
+        X, y, Xt, yt = blobs(120, 8, 3, spread=spread, seed=10, n_test=90)
+        return _Features(X, y, f"{model}-{split}") if split == "train" else _Features(Xt, yt, f"{model}-{split}")
+
+    def fake_resolve(names):
+        return [DatasetPlan(n, n, "train", "test", None, "mean_per_class" if n == "b" else "top1", False) for n in names]
+
+    monkeypatch.setattr(probe_mod, "_features", fake_features)
+    monkeypatch.setattr(probe_mod, "resolve_datasets", fake_resolve)
+    table = probe_mod.run_probes(["good", "bad"], ["a", "b"], probe="ridge", results_dir=tmp_path, quiet=True)
+    assert table.height == 4 and len(calls) == 8
+    files = sorted(p.name for p in tmp_path.glob("probe-ridge__*.json"))
+    assert files == [f"probe-ridge__{m}__{d}.json" for m in ("bad", "good") for d in ("a", "b")]
+    rec = results.read_result(results.result_path(tmp_path, "probe-ridge", "good", "b"))
+    assert rec["metric"] == "mean_per_class" and rec["score"] == rec["mean_per_class"] > 0.95
+    assert rec["feature_keys"] == {"train": "good-train", "test": "good-test"} and "torch" in rec["versions"]
+    bad = results.read_result(results.result_path(tmp_path, "probe-ridge", "bad", "a"))
+    assert bad["top1"] < 0.7
+    assert (tmp_path / "probe_ridge.csv").is_file() and "| model" in (tmp_path / "probe_ridge.md").read_text()
+
+    calls.clear()
+    probe_mod.run_probes(["good", "bad", "new"], ["a", "b"], probe="ridge", results_dir=tmp_path, quiet=True)
+    assert {c[0] for c in calls} == {"new"}  # skip_existing: only the new model's cells ran
+
+
+def test_offline_hub_datasets_fail_before_any_model_loads(tmp_path, monkeypatch):
+    import zoo_rank.probe as probe_mod
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(
+        probe_mod, "resolve_datasets", lambda names: [DatasetPlan(n, f"hub/{n}", "train", "test", None, "top1", True) for n in names]
+    )
+    monkeypatch.setattr(probe_mod, "_cached_or_none", lambda *a, **k: None)
+
+    def boom(*a, **k):
+        raise AssertionError("features must not be extracted when the hub is offline")
+
+    monkeypatch.setattr(probe_mod, "_features", boom)
+    with pytest.raises(ZooRankError, match="pets, sun397 must be downloaded"):
+        probe_mod.run_probes(["resnet18"], ["sun397", "pets"], results_dir=tmp_path, quiet=True)
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    data = pytest.importorskip("zoo_rank.data")
+    if not getattr(data, "DOWNSTREAM", None):
+        pytest.skip("zoo_rank.data.DOWNSTREAM not registered yet")
+    from zoo_rank.probe import resolve_datasets
+
+    with pytest.raises(ZooRankError, match="unknown dataset 'no-such-set'; known: 'ten'"):
+        resolve_datasets(["no-such-set"])
+    plans = resolve_datasets(["ten"])
+    assert len(plans) == 10 and all(p.hub for p in plans)
+    metrics = {p.name: p.metric for p in plans}
+    assert sorted(k for k, v in metrics.items() if v == "mean_per_class") == sorted(
+        k for k in metrics if any(s in k.lower() for s in ("aircraft", "pet", "caltech", "flower"))
+    )

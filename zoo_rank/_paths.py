@@ -1,0 +1,74 @@
+"""Where zoo_rank keeps files, and content digests of large files that are not recomputed on every call.
+
+The lowest room of the house: models, data and cache all import it, it imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+_CHUNK = 1 << 20
+# In-process memo: (resolved path, size, mtime_ns) -> sha256 hex.
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache root: `cache_dir`, else ``$ZOO_RANK_CACHE``, else ``platformdirs.user_cache_dir("zoo_rank")``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("ZOO_RANK_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("zoo_rank"))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, remembered by (path, size, mtime) so a large file is hashed once.
+
+    The memo lives in memory and under ``<cache root>/digests/`` (not beside the file: weight files often
+    sit in read-only places such as site-packages or a shared data folder). A file that changes size or
+    mtime is hashed again; the digest itself never depends on the mtime.
+    """
+    resolved = Path(path).resolve()
+    st = resolved.stat()
+    key = (str(resolved), st.st_size, st.st_mtime_ns)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    record = cache_root() / "digests" / (hashlib.sha1(str(resolved).encode()).hexdigest() + ".json")
+    try:
+        saved = json.loads(record.read_text())
+        if (saved["path"], saved["size"], saved["mtime_ns"]) == key:
+            _DIGESTS[key] = saved["sha256"]
+            return saved["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent or unreadable record: hash the file
+    h = hashlib.sha256()
+    with open(resolved, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    digest = h.hexdigest()
+    _DIGESTS[key] = digest
+    try:
+        write_text_atomic(record, json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": digest}))
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return digest
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path` (readers see old or new)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

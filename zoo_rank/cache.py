@@ -1,0 +1,482 @@
+"""The feature cache: one parquet file per key, written in shards as extraction goes, committed atomically.
+
+Layout under the cache root (``$ZOO_RANK_CACHE``, else ``platformdirs.user_cache_dir("zoo_rank")``)::
+
+    features/<key>.parquet   a committed entry; columns row (int64, the image's row in the dataset),
+                             label (int64) and features (Array(Float32, p)); the entry's metadata (model,
+                             dataset, classes, dims, timings, versions, key fields) is the JSON under
+                             ``zoo_rank`` in the parquet file metadata
+    features/<key>.parts/    shards of an entry in progress, ``part-<first>-<end>.parquet`` for manifest
+                             positions [first, end); each is written to a temporary name, then os.replace'd
+    features/<key>.lock      flock'ed by the one process that extracts the entry; others wait, then reuse
+
+The key hashes every field that changes the numbers and nothing else (like timm's pretrained configs carry
+the preprocessing): model name + weights digest, the eval data config (the transform is built from it),
+dataset fingerprint + split + manifest digest, precision and the zoo_rank version. A committed entry is
+read only after its key, row count, width, row indices and a CRC-32 of its columns check out; anything
+else (a stale, truncated or foreign file) is reported and recomputed, never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fnmatch
+import json
+import os
+import shutil
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from zoo_rank import __version__
+from zoo_rank._console import err_console, warn
+from zoo_rank._paths import cache_root
+from zoo_rank._validation import ZooRankError
+
+try:  # POSIX advisory locks; elsewhere write-to-temp + os.replace still keeps every file whole.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+META_FIELD = "zoo_rank"
+SHARD_FIELD = "zoo_rank_shard"
+# zstd: bf16-extracted features keep 8 mantissa bits, so their float32 bytes compress about 2x; reading
+# stays decode-bound either way (scripts/bench_extract.py --cache measures it against numpy.load).
+COMPRESSION = "zstd"
+
+
+class StaleEntryError(Exception):
+    """A cache file that must not be read: why is in the message."""
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Every field that changes the extracted numbers; `digest()` names the entry."""
+
+    model: str
+    weights_id: str
+    data_config: str  # canonical JSON of timm's resolved data config (the eval transform is built from it)
+    fingerprint: str  # dataset source + revision + split content
+    split: str
+    manifest: str  # Manifest.digest(), or "all:<n rows>"
+    precision: str  # "bf16" | "fp32" (resolved, never "auto")
+    version: str = __version__
+
+    def digest(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return _sha256(blob.encode())[:24]
+
+
+def canonical_json(obj: Any) -> str:
+    """Key-stable JSON: sorted keys, tuples as lists, numpy scalars as Python numbers."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, (set, frozenset)):
+            return sorted(o)
+        return str(o)
+
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=default)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class FeatureSet:
+    """Extracted features of one (model, dataset, manifest, precision).
+
+    features: (N, p) float32, C-contiguous, writeable.  labels: (N,) int64 class codes.
+    rows: (N,) int64, the row of each image in its dataset (sorted ascending; equals the manifest indices).
+    meta: model, weights, dataset, split, classes, dims, manifest, precision, device, timings, versions, key.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    meta: dict
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    @property
+    def key(self) -> str:
+        return str(self.meta.get("key", ""))
+
+    def __repr__(self) -> str:
+        n, p = self.features.shape
+        return f"FeatureSet({self.meta.get('model')!r} on {self.meta.get('dataset')!r}: {n} x {p}, key={self.key})"
+
+
+def checksum(rows: np.ndarray, labels: np.ndarray, features: np.ndarray) -> str:
+    """CRC-32 over the three columns' bytes (about 5 GB/s: cheap next to parquet decoding)."""
+    crc = 0
+    for arr in (rows, labels, features):
+        crc = zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B"), crc)
+    return f"{crc:08x}"
+
+
+def _frame(rows: np.ndarray, labels: np.ndarray, features: np.ndarray) -> pl.DataFrame:
+    # A 2D numpy float32 matrix becomes a fixed-size Array(Float32, p) column without a per-row loop.
+    return pl.DataFrame(
+        [
+            pl.Series("row", rows, dtype=pl.Int64),
+            pl.Series("label", labels, dtype=pl.Int64),
+            pl.Series("features", features),
+        ]
+    )
+
+
+def _write_atomic(path: Path, frame: pl.DataFrame, metadata: dict[str, str]) -> None:
+    """Write to a unique temporary name in the same folder, fsync, then os.replace: readers see all or nothing."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        frame.write_parquet(tmp, compression=COMPRESSION, metadata=metadata, statistics=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_meta(path: Path, field_name: str) -> dict:
+    try:
+        raw = pl.read_parquet_metadata(path)
+    except Exception as err:  # truncated or not parquet at all: the footer is unreadable
+        raise StaleEntryError(f"unreadable parquet footer ({type(err).__name__}); truncated or not a cache file") from err
+    if field_name not in raw:
+        raise StaleEntryError(f"no '{field_name}' metadata; not written by zoo_rank")
+    try:
+        return json.loads(raw[field_name])
+    except json.JSONDecodeError as err:
+        raise StaleEntryError("corrupt metadata JSON") from err
+
+
+def _read_columns(path: Path, meta: dict, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read and verify one file: (rows (N,), labels (N,), features (N, p)); raises StaleEntryError."""
+    if meta.get("key") != key:
+        raise StaleEntryError(f"key in metadata is {meta.get('key')!r}, expected {key!r} (stale or foreign file)")
+    try:
+        frame = pl.read_parquet(path, columns=["row", "label", "features"])
+    except Exception as err:
+        raise StaleEntryError(f"unreadable data ({type(err).__name__}: {err}); truncated") from err
+    n, dim = int(meta.get("n", -1)), int(meta.get("dim", -1))
+    if frame.height != n:
+        raise StaleEntryError(f"{frame.height} rows, metadata says {n}; truncated")
+    if frame.schema["features"] != pl.Array(pl.Float32, dim):
+        raise StaleEntryError(f"features column is {frame.schema['features']}, expected Array(Float32, {dim})")
+    rows = frame["row"].to_numpy()
+    labels = frame["label"].to_numpy()
+    # to_numpy on a null-free Array column is a zero-copy (N, p) view of the arrow buffer; copy once so
+    # callers get an ordinary writeable array that owns its memory (torch.from_numpy warns on read-only).
+    features = np.array(frame["features"].to_numpy(), dtype=np.float32, order="C", copy=True)
+    if features.shape != (n, dim):
+        raise StaleEntryError(f"features have shape {features.shape}, expected ({n}, {dim})")
+    got = checksum(rows, labels, features)
+    if got != meta.get("checksum"):
+        raise StaleEntryError(f"checksum {got} differs from metadata {meta.get('checksum')}; corrupt")
+    return np.array(rows, dtype=np.int64), np.array(labels, dtype=np.int64), features
+
+
+class Entry:
+    """One cache entry: the committed file, its in-progress shards and its lock.
+
+    `key` is CacheKey.digest(); `expected_rows` (N,) the sorted dataset rows the entry must hold.
+    """
+
+    def __init__(self, root: Path, key: str):
+        self.root = root
+        self.key = key
+        folder = root / "features"
+        self.path = folder / f"{key}.parquet"
+        self.parts = folder / f"{key}.parts"
+        self.lock_path = folder / f"{key}.lock"
+
+    # -- committed entry ------------------------------------------------------------------------
+
+    def read(self, expected_rows: np.ndarray | None = None) -> FeatureSet:
+        """The committed entry, verified; raises FileNotFoundError when absent, StaleEntryError when bad."""
+        if not self.path.exists():
+            raise FileNotFoundError(self.path)
+        meta = _read_meta(self.path, META_FIELD)
+        rows, labels, features = _read_columns(self.path, meta, self.key)
+        if expected_rows is not None and not np.array_equal(rows, expected_rows):
+            raise StaleEntryError(f"rows differ from the manifest's {len(expected_rows)} rows")
+        return FeatureSet(features=features, labels=labels, meta=meta, rows=rows)
+
+    def read_valid(self, expected_rows: np.ndarray | None = None) -> FeatureSet | None:
+        """The committed entry, or None when absent; a bad file is reported, deleted and treated as absent."""
+        try:
+            return self.read(expected_rows)
+        except FileNotFoundError:
+            return None
+        except StaleEntryError as err:
+            warn(f"cache entry {self.path} is not usable ({err}); removing it and recomputing.")
+            self.path.unlink(missing_ok=True)
+            return None
+
+    def commit(self, rows: np.ndarray, labels: np.ndarray, features: np.ndarray, meta: dict) -> FeatureSet:
+        """Write the whole entry atomically and drop its shards.
+
+        rows (N,) int64 sorted unique, labels (N,) int64, features (N, p) float32. `meta` gains n, dim,
+        checksum, key and created.
+        """
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        meta = {
+            **meta,
+            "key": self.key,
+            "n": len(rows),
+            "dim": features.shape[1],
+            "checksum": checksum(rows, labels, features),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.path, _frame(rows, labels, features), {META_FIELD: canonical_json(meta)})
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return FeatureSet(features=features, labels=labels, meta=meta, rows=rows)
+
+    # -- shards of an entry in progress ---------------------------------------------------------
+
+    def write_shard(self, first: int, end: int, rows: np.ndarray, labels: np.ndarray, features: np.ndarray) -> Path:
+        """Persist manifest positions [first, end) (their rows, labels, (n, p) features) as one atomic shard."""
+        self.parts.mkdir(parents=True, exist_ok=True)
+        path = self.parts / f"part-{first:010d}-{end:010d}.parquet"
+        shard_meta = {"key": self.key, "n": len(rows), "dim": features.shape[1], "checksum": checksum(rows, labels, features)}
+        _write_atomic(path, _frame(rows, labels, features), {SHARD_FIELD: canonical_json(shard_meta)})
+        return path
+
+    def read_shards(self, first: int = 0, end: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Rows, labels and features of every valid shard overlapping manifest positions [first, end).
+
+        Bad shards (truncated, foreign key, wrong checksum) are deleted with a warning. Rows may repeat
+        across shards; callers deduplicate. Returns None when there is nothing usable.
+        """
+        if not self.parts.is_dir():
+            return None
+        found = []
+        for path in sorted(self.parts.glob("part-*-*.parquet")):
+            try:
+                lo, hi = (int(s) for s in path.stem.split("-")[1:3])
+            except ValueError:
+                continue
+            if hi <= first or (end is not None and lo >= end):
+                continue
+            try:
+                found.append(_read_columns(path, _read_meta(path, SHARD_FIELD), self.key))
+            except StaleEntryError as err:
+                warn(f"cache shard {path} is not usable ({err}); removing it, its rows will be recomputed.")
+                path.unlink(missing_ok=True)
+            except FileNotFoundError:  # another rank's commit removed it meanwhile
+                continue
+        if not found:
+            return None
+        rows, labels, feats = zip(*found, strict=True)
+        return np.concatenate(rows), np.concatenate(labels), np.concatenate(feats)
+
+    def clear(self) -> None:
+        """Remove the committed file and all shards (not the lock file, which other processes may hold)."""
+        self.path.unlink(missing_ok=True)
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def lock(self, *, quiet: bool = False) -> Iterator[None]:
+        """Hold an exclusive advisory lock on the entry; wait (saying so) while another process holds it.
+
+        The kernel drops an flock when its holder dies, so a killed run never leaves a stale lock.
+        """
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        with open(self.lock_path, "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not quiet:
+                    err_console().print(f"waiting for another process extracting this entry ({self.lock_path}) ...")
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# ---- listing and removing -------------------------------------------------------------------------
+
+
+@dataclass
+class EntryInfo:
+    """One row of `zoo-rank cache ls`: a committed entry, or a partial one (shards only)."""
+
+    key: str
+    path: Path
+    size: int  # bytes on disk, shards included
+    meta: dict
+    status: str  # "ok" | "partial" | "unreadable: ..."
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def list_entries(cache_dir: str | os.PathLike | None = None) -> list[EntryInfo]:
+    """All entries under the cache root, newest first; reads only parquet footers."""
+    folder = cache_root(cache_dir) / "features"
+    if not folder.is_dir():
+        return []
+    keys = {p.name.split(".")[0] for p in folder.iterdir() if not p.name.startswith(".") and not p.name.endswith(".lock")}
+    infos = []
+    for key in keys:
+        entry = Entry(folder.parent, key)
+        size = _dir_size(entry.parts) + (entry.path.stat().st_size if entry.path.exists() else 0)
+        if entry.path.exists():
+            try:
+                meta, status = _read_meta(entry.path, META_FIELD), "ok"
+            except StaleEntryError as err:
+                meta, status = {}, f"unreadable: {err}"
+        else:
+            n_shards = len(list(entry.parts.glob("part-*.parquet"))) if entry.parts.is_dir() else 0
+            meta, status = {}, f"partial ({n_shards} shards)"
+        infos.append(EntryInfo(key=key, path=entry.path, size=size, meta=meta, status=status))
+    infos.sort(key=lambda e: e.meta.get("created", ""), reverse=True)
+    return infos
+
+
+def remove_entries(
+    keys: list[str] | None = None,
+    *,
+    model: str | None = None,
+    all: bool = False,  # noqa: A002 - mirrors the --all flag
+    cache_dir: str | os.PathLike | None = None,
+) -> list[EntryInfo]:
+    """Delete entries whose key starts with one of `keys`, or whose model matches `model` (a glob), or all.
+
+    Returns the removed entries. Raises ZooRankError when no selector is given.
+    """
+    if not keys and model is None and not all:
+        raise ZooRankError("cache rm got no selector; pass key prefixes (see `zoo-rank cache ls`), --model NAME or --all.")
+    removed = []
+    for info in list_entries(cache_dir):
+        hit = all or any(info.key.startswith(k) for k in keys or [])
+        hit = hit or (model is not None and fnmatch.fnmatchcase(str(info.meta.get("model", "")), model))
+        if hit:
+            entry = Entry(info.path.parent.parent, info.key)
+            entry.clear()
+            entry.lock_path.unlink(missing_ok=True)
+            removed.append(info)
+    return removed
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"  # pragma: no cover
+
+
+def entries_table(entries: list[EntryInfo]):
+    """A rich Table of entries: key, model, dataset, split, n, dim, precision, size, date."""
+    from rich.table import Table
+
+    table = Table(title=f"zoo_rank feature cache: {len(entries)} entries")
+    for col, justify in [
+        ("key", "left"),
+        ("model", "left"),
+        ("dataset", "left"),
+        ("split", "left"),
+        ("n", "right"),
+        ("dim", "right"),
+        ("precision", "left"),
+        ("size", "right"),
+        ("date", "left"),
+    ]:
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for e in entries:
+        m = e.meta
+        date = str(m.get("created", ""))[:16].replace("T", " ") if e.status == "ok" else e.status
+        table.add_row(
+            e.key[:12],
+            str(m.get("model", "?")),
+            str(m.get("dataset", "?")),
+            str(m.get("split", "")),
+            str(m.get("n", "")),
+            str(m.get("dim", "")),
+            str(m.get("precision", "")),
+            _human_size(e.size),
+            date,
+        )
+    return table
+
+
+# ---- the plain read call --------------------------------------------------------------------------
+
+
+def load_features(
+    model: str,
+    data: str,
+    *,
+    split: str | None = None,
+    n_per_class: int | None = None,
+    seed: int = 0,
+    precision: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+) -> FeatureSet:
+    """The cached features of `model` on `data`: (N, p) float32 matrix, (N,) int64 labels, metadata.
+
+    Resolves the same key `extract_features` writes (this builds the backbone to learn its weights digest
+    and transform, and opens the dataset for its fingerprint). precision="auto" means this machine's
+    default; when only the other precision is cached, that entry is returned. Raises ZooRankError naming
+    the `zoo-rank extract` command when the entry is absent (or was unusable and has been removed).
+    """
+    from zoo_rank import extract
+
+    request = extract.resolve_request(model, data, split=split, n_per_class=n_per_class, seed=seed)
+    root = cache_root(cache_dir)
+    device = extract.pick_device("auto")
+    wanted = extract.resolve_precision(precision, device)
+    candidates = [wanted] + ([p for p in ("bf16", "fp32") if p != wanted] if precision == "auto" else [])
+    for prec in candidates:
+        entry = Entry(root, request.key(prec).digest())
+        fs = entry.read_valid(request.rows)
+        if fs is not None:
+            return fs
+    cmd = f"zoo-rank extract {model} --data {data}"
+    if split:
+        cmd += f" --split {split}"
+    if n_per_class:
+        cmd += f" --n-per-class {n_per_class} --seed {seed}"
+    if precision != "auto":
+        cmd += f" --precision {precision}"
+    if cache_dir is not None:
+        cmd += f" --cache-dir {cache_dir}"
+    raise ZooRankError(
+        f"no cached features for {model!r} on {data!r} ({'/'.join(candidates)}) in {root}; "
+        f"extract them first: `{cmd}`."
+    )
+
+
+__all__ = [
+    "CacheKey",
+    "Entry",
+    "EntryInfo",
+    "FeatureSet",
+    "StaleEntryError",
+    "cache_root",
+    "entries_table",
+    "list_entries",
+    "load_features",
+    "remove_entries",
+]

@@ -1,0 +1,393 @@
+"""Streaming sufficient statistics of a labelled feature set.
+
+Every collapse metric of the paper is a function of five quantities, all sums over samples, so they
+are accumulated batch by batch, merged by addition and all-reduced across processes:
+
+    counts      (K,)    n_k, samples per class
+    sums        (K, p)  sum_{i in k} (h_i - c)            class sums of shifted features
+    second      (p, p)  sum_i (h_i - c)(h_i - c)^T         one second-moment matrix
+    sq_norms    (K,)    sum_{i in k} ||h_i - c||^2
+    unit_sums   (K, p)  sum_{i in k} h_i / ||h_i||         for the cosine metrics (no shift)
+
+`c` is a shift (the first batch's mean). Features from a network often share a large common
+offset; subtracting it before the float32 products keeps them accurate, and every metric is
+shift-invariant (the cosine sums use the raw features, where the shift would change the angles).
+State is float64 torch tensors on the device of the first batch, so CUDA features stay on the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo_rank._validation import ZooRankError, check_features, to_numpy
+
+# Rows per product: bounds both the temporary memory and the float32 rounding of one Gram block.
+_CHUNK = 8192
+# A zero feature vector has no direction: it contributes nothing to the cosine sums.
+_NORM_EPS = 1e-12
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    arr = np.asarray(x)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+@dataclass(eq=False)
+class ClassStats:
+    """Class counts, class sums and one second-moment matrix of a feature set, in float64.
+
+    >>> stats = ClassStats(dim=2048)
+    >>> for x, y in loader:               # x (B, p) numpy or torch, any device; y (B,) labels
+    ...     stats.update(x, y)
+    >>> vci(stats)
+
+    Labels are any hashable values; `classes` keeps them in order of first appearance and
+    `counts[k]`, `sums[k]` belong to `classes[k]`. `a + b` (or `a.merge(b)`) is the statistics of
+    the union of both sets. Batched updates equal one update with everything.
+    """
+
+    dim: int
+    classes: list[Hashable] = field(default_factory=list)
+    shift: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
+    sums: torch.Tensor | None = None
+    second: torch.Tensor | None = None
+    sq_norms: torch.Tensor | None = None
+    unit_sums: torch.Tensor | None = None
+    #: True once any batch was multiplied in float64 only; float32 products make metrics use a looser cut-off.
+    exact: bool = True
+    _index: dict[Hashable, int] = field(default_factory=dict, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # ---- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_arrays(cls, features: Any, labels: Any) -> ClassStats:
+        """Statistics of a whole (N, p) feature matrix with its (N,) labels."""
+        check_features(features)
+        stats = cls(dim=int(features.shape[1]))
+        stats.update(features, labels)
+        return stats
+
+    @property
+    def device(self) -> torch.device:
+        return self.second.device if self.second is not None else torch.device("cpu")
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.counts.sum()) if self.counts is not None else 0
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def _init_state(self, device: torch.device, shift: torch.Tensor) -> None:
+        f64 = dict(dtype=torch.float64, device=device)
+        p = self.dim
+        self.shift = shift.to(**f64)
+        self.counts = torch.zeros(0, **f64)
+        self.sums = torch.zeros(0, p, **f64)
+        self.second = torch.zeros(p, p, **f64)
+        self.sq_norms = torch.zeros(0, **f64)
+        self.unit_sums = torch.zeros(0, p, **f64)
+
+    def _codes(self, labels: Any, n: int, device: torch.device) -> torch.Tensor:
+        """Map a batch of labels to row indices, growing the class tables for unseen labels."""
+        values = to_numpy(labels)
+        if values.ndim == 2 and values.shape[1] == 1:
+            values = values[:, 0]
+        if values.ndim != 1:
+            raise ZooRankError(
+                f"Expected 1D labels of shape ({n},), got shape {values.shape}; pass one class label per row "
+                "(not one-hot: use labels.argmax(1))."
+            )
+        if len(values) != n:
+            raise ZooRankError(
+                f"features have {n} rows but labels have {len(values)}; pass exactly one label per feature row."
+            )
+        uniques, inverse = np.unique(values, return_inverse=True) if values.dtype != object else (None, None)
+        if uniques is None:
+            codes = np.fromiter((self._row(v) for v in values.tolist()), dtype=np.int64, count=n)
+        else:
+            rows = np.array([self._row(v) for v in uniques.tolist()], dtype=np.int64)
+            codes = rows[inverse.reshape(-1)]
+        grow = len(self.classes) - self.counts.shape[0]
+        if grow:
+            z = dict(dtype=torch.float64, device=self.device)
+            self.counts = torch.cat([self.counts, torch.zeros(grow, **z)])
+            self.sq_norms = torch.cat([self.sq_norms, torch.zeros(grow, **z)])
+            self.sums = torch.cat([self.sums, torch.zeros(grow, self.dim, **z)])
+            self.unit_sums = torch.cat([self.unit_sums, torch.zeros(grow, self.dim, **z)])
+        return torch.from_numpy(codes).to(device)
+
+    def _row(self, label: Hashable) -> int:
+        row = self._index.get(label)
+        if row is None:
+            row = self._index[label] = len(self.classes)
+            self.classes.append(label)
+        return row
+
+    # ---- accumulation --------------------------------------------------------------------------
+
+    def update(self, features: Any, labels: Any) -> ClassStats:
+        """Add a batch: features (B, p) numpy or torch on any device, labels (B,) any hashables."""
+        check_features(features)
+        x = _as_tensor(features)
+        if x.shape[1] != self.dim:
+            raise ZooRankError(
+                f"features have {x.shape[1]} columns but these statistics were started with dim={self.dim}; "
+                "feed features of one model (one width) into one ClassStats."
+            )
+        # Products in float64 for float64 input, float32 otherwise (bf16/fp16 features are upcast).
+        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+        if self.second is None:
+            head = x[:_CHUNK].to(torch.float64)
+            self._init_state(x.device, head.mean(dim=0))
+        elif x.device != self.device:
+            x = x.to(self.device)
+        self.exact = self.exact and compute == torch.float64
+        codes = self._codes(labels, x.shape[0], self.device)
+        shift = self.shift.to(compute)
+        for start in range(0, x.shape[0], _CHUNK):
+            xb = x[start : start + _CHUNK].to(compute)
+            cb = codes[start : start + _CHUNK]
+            zb = xb - shift
+            self.second += (zb.T @ zb).to(torch.float64)
+            z64 = zb.to(torch.float64)
+            self.sums.index_add_(0, cb, z64)
+            self.sq_norms.index_add_(0, cb, z64.square().sum(dim=1))
+            self.counts.index_add_(0, cb, torch.ones_like(cb, dtype=torch.float64))
+            norms = xb.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS)
+            self.unit_sums.index_add_(0, cb, (xb / norms).to(torch.float64))
+        self._cache.clear()
+        return self
+
+    def _reshifted(self, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sums, second, sq_norms) as if accumulated around `shift` instead of `self.shift`."""
+        delta = self.shift - shift  # z' = z + delta
+        total = self.sums.sum(dim=0)
+        second = self.second + torch.outer(delta, total) + torch.outer(total, delta)
+        second += self.n_samples * torch.outer(delta, delta)
+        sums = self.sums + self.counts[:, None] * delta
+        sq_norms = self.sq_norms + 2 * self.sums @ delta + self.counts * delta.dot(delta)
+        return sums, second, sq_norms
+
+    def merge(self, other: ClassStats) -> ClassStats:
+        """A new ClassStats of the union of both sets (neither input is changed)."""
+        if other.dim != self.dim:
+            raise ZooRankError(
+                f"cannot merge statistics of width {other.dim} into width {self.dim}; merge one model's features only."
+            )
+        if other.second is None:
+            return self._copy()
+        if self.second is None:
+            return other._copy()
+        out = self._copy()
+        sums, second, sq_norms = other._to(out.device)._reshifted(out.shift)
+        rows = torch.tensor([out._row(c) for c in other.classes], dtype=torch.long, device=out.device)
+        out._codes(np.zeros(0), 0, out.device)  # grow tables for classes new to `out`
+        out.second += second
+        out.counts.index_add_(0, rows, other.counts.to(out.device))
+        out.sums.index_add_(0, rows, sums)
+        out.sq_norms.index_add_(0, rows, sq_norms)
+        out.unit_sums.index_add_(0, rows, other.unit_sums.to(out.device))
+        out.exact = self.exact and other.exact
+        return out
+
+    __add__ = merge
+
+    def _to(self, device: torch.device) -> ClassStats:
+        if self.second is None or self.device == device:
+            return self
+        out = self._copy()
+        for name in ("shift", "counts", "sums", "second", "sq_norms", "unit_sums"):
+            setattr(out, name, getattr(out, name).to(device))
+        return out
+
+    def _copy(self) -> ClassStats:
+        out = ClassStats(dim=self.dim, classes=list(self.classes), exact=self.exact)
+        out._index = dict(self._index)
+        for name in ("shift", "counts", "sums", "second", "sq_norms", "unit_sums"):
+            value = getattr(self, name)
+            setattr(out, name, None if value is None else value.clone())
+        return out
+
+    def all_reduce(self, group: Any = None) -> ClassStats:
+        """Sum the statistics of every process of `torch.distributed` in place; every rank gets the total.
+
+        Ranks may have seen different labels: the label sets are gathered first and every rank
+        re-indexes to their sorted union, and all re-shift to one common shift before summing.
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        gathered: list[Any] = [None] * dist.get_world_size(group)
+        local_shift = None if self.shift is None else self.shift.cpu().numpy()
+        dist.all_gather_object(gathered, (list(self.classes), local_shift, self.exact), group=group)
+        union = sorted({c for classes, _, _ in gathered for c in classes}, key=_sort_key)
+        shifts = [s for _, s, _ in gathered if s is not None]
+        if not shifts:
+            return self
+        backend_device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if dist.get_backend(group) == "nccl"
+            else torch.device("cpu")
+        )
+        device = self.device if self.second is not None else backend_device
+        common = torch.from_numpy(np.mean(shifts, axis=0)).to(device=device, dtype=torch.float64)
+        position = {c: i for i, c in enumerate(union)}
+        K, p = len(union), self.dim
+        z = dict(dtype=torch.float64, device=device)
+        counts, sq_norms = torch.zeros(K, **z), torch.zeros(K, **z)
+        sums, unit_sums, second = torch.zeros(K, p, **z), torch.zeros(K, p, **z), torch.zeros(p, p, **z)
+        if self.second is not None:
+            local = self._to(device)
+            my_sums, my_second, my_sq = local._reshifted(common)
+            rows = torch.tensor([position[c] for c in self.classes], dtype=torch.long, device=device)
+            counts.index_add_(0, rows, local.counts)
+            sums.index_add_(0, rows, my_sums)
+            sq_norms.index_add_(0, rows, my_sq)
+            unit_sums.index_add_(0, rows, local.unit_sums)
+            second += my_second
+        comm = backend_device
+        for tensor in (counts, sums, second, sq_norms, unit_sums):
+            moved = tensor.to(comm)
+            dist.all_reduce(moved, group=group)
+            tensor.copy_(moved.to(device))
+        self.classes = list(union)
+        self._index = position
+        self.shift, self.counts, self.sums, self.second = common, counts, sums, second
+        self.sq_norms, self.unit_sums = sq_norms, unit_sums
+        self.exact = all(e for _, _, e in gathered)
+        self._cache.clear()
+        return self
+
+    # ---- derived quantities (float64 numpy; cached until the next update) ------------------------
+
+    def _cached(self, key: str, make: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _require(self, min_classes: int = 2) -> None:
+        if self.second is None or self.n_samples == 0:
+            raise ZooRankError(
+                "these statistics are empty; call update(features, labels) with at least one batch first."
+            )
+        if self.n_classes < min_classes:
+            raise ZooRankError(
+                f"found {self.n_classes} class(es) in the labels, need at least {min_classes}; "
+                "collapse metrics compare classes, so pass features of two or more classes."
+            )
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        """All state as float64 numpy arrays (host copies)."""
+        self._require(min_classes=1)
+        return self._cached(
+            "numpy",
+            lambda: {
+                name: getattr(self, name).cpu().numpy()
+                for name in ("shift", "counts", "sums", "second", "sq_norms", "unit_sums")
+            },
+        )
+
+    def class_weights(self) -> np.ndarray:
+        """(K,) class frequencies n_k / N."""
+        counts = self.numpy()["counts"]
+        return counts / counts.sum()
+
+    def class_means(self) -> np.ndarray:
+        """(K, p) class means mu_k in the original (unshifted) coordinates."""
+        s = self.numpy()
+        return s["sums"] / s["counts"][:, None] + s["shift"]
+
+    def global_mean(self) -> np.ndarray:
+        """(p,) global mean mu_G."""
+        s = self.numpy()
+        return s["sums"].sum(axis=0) / s["counts"].sum() + s["shift"]
+
+    def mean_deviations(self) -> np.ndarray:
+        """(K, p) rows sqrt(n_k / N) (mu_k - mu_G), so that Sigma_B = A^T A."""
+
+        def make() -> np.ndarray:
+            s = self.numpy()
+            shifted_means = s["sums"] / s["counts"][:, None]
+            shifted_global = s["sums"].sum(axis=0) / s["counts"].sum()
+            return np.sqrt(self.class_weights())[:, None] * (shifted_means - shifted_global)
+
+        return self._cached("mean_deviations", make)
+
+    def total_cov(self) -> np.ndarray:
+        """(p, p) Sigma_T = (1/N) sum_i (h_i - mu_G)(h_i - mu_G)^T."""
+
+        def make() -> np.ndarray:
+            s = self.numpy()
+            n = s["counts"].sum()
+            m = s["sums"].sum(axis=0) / n
+            cov = s["second"] / n - np.outer(m, m)
+            return (cov + cov.T) / 2
+
+        return self._cached("total_cov", make)
+
+    def between_cov(self) -> np.ndarray:
+        """(p, p) Sigma_B = sum_k (n_k/N) (mu_k - mu_G)(mu_k - mu_G)^T (equals the paper's 1/K form when balanced)."""
+        a = self.mean_deviations()
+        return a.T @ a
+
+    def within_cov(self) -> np.ndarray:
+        """(p, p) Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T = Sigma_T - Sigma_B."""
+        return self.total_cov() - self.between_cov()
+
+    def total_eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues (p,) ascending and eigenvectors (p, p) of Sigma_T, in float64 (LAPACK syevd)."""
+        return self._cached("total_eigh", lambda: np.linalg.eigh(self.total_cov()))
+
+    def default_rcond(self) -> float:
+        """Relative eigenvalue cut-off below which a direction of a covariance counts as zero.
+
+        Float64 products leave errors near 1e-16 relative; float32 products (the fast path for
+        float32 features) near 1e-7 times the square root of the chunk length, so everything under
+        1e-5 of the largest eigenvalue is indistinguishable from rounding.
+        """
+        return 1e-10 if self.exact else 1e-5
+
+
+def _sort_key(value: Any) -> tuple[str, Any]:
+    # Labels of mixed types still get one deterministic order on every rank.
+    return (
+        type(value).__name__,
+        value if isinstance(value, (int, float, str, np.integer, np.floating)) else repr(value),
+    )
+
+
+def stats_of(features: Any, labels: Any | None = None) -> ClassStats:
+    """`features` if it is a ClassStats already, else the statistics of (features, labels)."""
+    if isinstance(features, ClassStats):
+        if labels is not None:
+            raise ZooRankError(
+                "got ClassStats and labels; pass either a ClassStats alone or (features, labels)."
+            )
+        return features
+    if labels is None:
+        raise ZooRankError("got features without labels; pass (features, labels) or a ClassStats.")
+    return ClassStats.from_arrays(features, labels)
+
+
+def pooled(stats: Sequence[ClassStats]) -> ClassStats:
+    """The merge of several ClassStats (e.g. one per shard)."""
+    if not stats:
+        raise ZooRankError("nothing to merge: got an empty list of ClassStats.")
+    total = stats[0]
+    for s in stats[1:]:
+        total = total + s
+    return total

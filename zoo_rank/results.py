@@ -1,0 +1,133 @@
+"""Result files of the model x dataset grid: one JSON file per cell, a merge step that builds the table.
+
+Like CLIP_benchmark: every (kind, model, dataset) cell is written to its own file named from
+`RESULT_TEMPLATE`, so an interrupted run resumes with `skip_existing=True` and several runs can fill
+the same directory; `merge_results` reads every file of a kind into one polars table. The default
+directory is ./results (relative to where the command runs): results are a user's experiment record,
+not a cache to be evicted, so they do not go under the feature cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RESULTS_DIR = Path("results")
+RESULT_TEMPLATE = "{kind}__{model}__{dataset}.json"
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a model or dataset spec: 'hf-hub:org/m' -> 'hf-hub-org-m'."""
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", str(name)).strip("-") or "unnamed"
+
+
+def result_path(results_dir: str | Path, kind: str, model: str, dataset: str) -> Path:
+    return Path(results_dir) / RESULT_TEMPLATE.format(
+        kind=slug(kind), model=slug(model), dataset=slug(dataset)
+    )
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages whose numbers could change a result."""
+    import numpy
+    import scipy
+    import sklearn
+    import torch
+
+    import zoo_rank
+
+    return {
+        "zoo_rank": zoo_rank.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_result(path: str | Path, record: dict[str, Any]) -> Path:
+    """Write one cell atomically (temp file + rename), stamping the time and versions."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        **record,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, default=_jsonable)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to a result file")
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def merge_results(results_dir: str | Path, kind: str, columns: list[str] | None = None):
+    """Every result file of `kind` in `results_dir` as one polars DataFrame (one row per file).
+
+    Nested values (dicts, lists) are dropped; `columns` selects and orders the columns present.
+    """
+    import polars as pl
+
+    files = sorted(Path(results_dir).glob(RESULT_TEMPLATE.format(kind=slug(kind), model="*", dataset="*")))
+    rows = []
+    for f in files:
+        rec = read_result(f)
+        rows.append({k: v for k, v in rec.items() if not isinstance(v, dict | list)})
+    df = pl.DataFrame(rows) if rows else pl.DataFrame()
+    if columns is not None and df.width:
+        df = df.select([c for c in columns if c in df.columns])
+    return df
+
+
+def to_markdown(df) -> str:
+    """A polars DataFrame as a GitHub markdown table (all rows and columns)."""
+    import polars as pl
+
+    with pl.Config(
+        tbl_formatting="MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=10_000,
+        fmt_str_lengths=200,
+        float_precision=4,
+    ):
+        return str(df)
+
+
+def write_table(df, stem: str | Path) -> tuple[Path, Path]:
+    """Write `df` as STEM.csv and STEM.md; returns both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
+    df.write_csv(csv)
+    md.write_text(to_markdown(df) + "\n")
+    return csv, md

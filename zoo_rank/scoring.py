@@ -1,0 +1,183 @@
+"""Bring-your-own features: read a parquet feature table, score it, print and write the scores.
+
+Parquet layout read by `zoo-rank score` (what `polars` writes naturally):
+
+    label      any scalar type (int, str, ...)        one class label per row
+    features   list[f32] / array[f32, p]              one feature vector per row, all of length p
+
+Column names are found automatically (`label`, `labels`, `y`, `target`; the single list/array
+column), or given with --label-column / --feature-column. A "wide" table with one numeric column
+per feature is accepted too. A directory is read as all its `*.parquet` shards, in name order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from zoo_rank._validation import ZooRankError
+from zoo_rank.metrics import METRICS, SampleSizeWarning, compute_metrics, resolve_metric_names
+
+LABEL_COLUMNS = ("label", "labels", "y", "target", "class")
+
+
+def read_feature_table(
+    path: str | Path, *, label_column: str | None = None, feature_column: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, p) float32 and labels (N,) from a parquet file or a directory of parquet shards."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.parquet"))
+        if not files:
+            raise ZooRankError(
+                f"directory {path} holds no *.parquet files; point at a parquet file or a folder of shards."
+            )
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ZooRankError(
+            f"no such file or directory: {path}; pass a parquet file or a folder of parquet shards."
+        )
+    try:
+        frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical")
+    except Exception as err:  # polars raises several types for unreadable/mismatched files
+        raise ZooRankError(
+            f"could not read {path} as parquet ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            "write it with polars/pyarrow `write_parquet`."
+        ) from err
+    columns = frame.columns
+    if label_column is None:
+        label_column = next((c for c in LABEL_COLUMNS if c in columns), None)
+        if label_column is None:
+            raise ZooRankError(
+                f"no label column in {path} (columns: {', '.join(columns)}); name it with --label-column."
+            )
+    elif label_column not in columns:
+        raise ZooRankError(f"label column {label_column!r} not in {path} (columns: {', '.join(columns)}).")
+    labels = frame[label_column].to_numpy()
+    if feature_column is None:
+        nested = [
+            c for c in columns if c != label_column and isinstance(frame.schema[c], (pl.List, pl.Array))
+        ]
+        if len(nested) > 1:
+            raise ZooRankError(
+                f"several list columns in {path} ({', '.join(nested)}); choose one with --feature-column."
+            )
+        if nested:
+            feature_column = nested[0]
+    if feature_column is not None:
+        if feature_column not in columns:
+            raise ZooRankError(
+                f"feature column {feature_column!r} not in {path} (columns: {', '.join(columns)})."
+            )
+        series = frame[feature_column]
+        if isinstance(series.dtype, pl.List):
+            lengths = series.list.len().unique().to_list()
+            if len(lengths) != 1:
+                raise ZooRankError(
+                    f"feature vectors in {feature_column!r} have different lengths {sorted(x for x in lengths if x is not None)[:5]}; "
+                    "every row needs the same number of features."
+                )
+            series = series.cast(pl.Array(pl.Float32, lengths[0]))
+        features = series.to_numpy().astype(np.float32, copy=False)
+    else:
+        numeric = [c for c in columns if c != label_column and frame.schema[c].is_numeric()]
+        if not numeric:
+            raise ZooRankError(
+                f"no feature column in {path}: expected a list/array column or numeric columns besides {label_column!r}."
+            )
+        features = frame.select(numeric).to_numpy().astype(np.float32, copy=False)
+    return np.ascontiguousarray(features), labels
+
+
+def score_parquet(
+    path: str | Path,
+    *,
+    metrics: list[str] | None = None,
+    label_column: str | None = None,
+    feature_column: str | None = None,
+) -> dict[str, Any]:
+    """Read a feature table and compute the requested metrics. Returns a JSON-ready dict."""
+    names = resolve_metric_names(metrics)
+    features, labels = read_feature_table(path, label_column=label_column, feature_column=feature_column)
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = compute_metrics(features, labels, names)
+    return {
+        "source": str(path),
+        "n_samples": int(features.shape[0]),
+        "n_features": int(features.shape[1]),
+        "n_classes": len(np.unique(labels)),
+        "seconds": round(time.perf_counter() - started, 4),
+        "scores": scores,
+        "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, SampleSizeWarning)}),
+    }
+
+
+def print_scores(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from zoo_rank._console import console, warn
+
+    for message in result.get("warnings", []):
+        warn(message)
+    table = Table(
+        title=f"{result['source']}: N={result['n_samples']}, p={result['n_features']}, K={result['n_classes']}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("higher means")
+    for name, value in result["scores"].items():
+        info = METRICS[name]
+        table.add_row(name, f"{value:.6g}", info.higher_means)
+    console().print(table)
+
+
+def write_scores(result: dict[str, Any], out: str | Path) -> Path:
+    """Write the scores as JSON (default) or CSV (one row per metric) by the file suffix, atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix.lower() == ".csv":
+        pl.DataFrame(
+            {
+                "metric": list(result["scores"]),
+                "value": list(result["scores"].values()),
+                "n_samples": result["n_samples"],
+                "n_features": result["n_features"],
+                "n_classes": result["n_classes"],
+                "source": result["source"],
+            }
+        ).write_csv(tmp)
+    else:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)
+    return out
+
+
+def print_registry() -> None:
+    from rich.table import Table
+
+    from zoo_rank._console import console
+
+    table = Table(title="zoo_rank metrics (sign: +1 = higher predicts better transfer)")
+    for col in ("name", "higher means", "source", "target", "raw features", "description", "citation"):
+        table.add_column(col)
+    for m in METRICS.values():
+        table.add_row(
+            m.name,
+            m.higher_means,
+            f"{m.source_sign:+d}",
+            f"{m.target_sign:+d}",
+            "yes" if m.needs_raw else "no",
+            m.description,
+            m.citation,
+        )
+    console().print(table)

@@ -1,0 +1,246 @@
+"""Training recipes: flat dataclasses in one registry, like timm's pretrained configs.
+
+A recipe holds every setting that changes the trained weights except the family knob (tau or
+lambda), which `zoo_rank.train.train` takes separately. Each trained model records its recipe in its
+config.json, so a checkpoint says how it was made.
+
+Batch sizes are per process; the learning rate scales with the global batch:
+lr = lr_per_256 * batch_size * world_size / 256 (the paper's "0.1 x batch / 256").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoo_rank._validation import ZooRankError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+# Fashion-MNIST is grayscale; the data layer replicates it to RGB, so its statistics are replicated too.
+FMNIST_MEAN = (0.2860, 0.2860, 0.2860)
+FMNIST_STD = (0.3530, 0.3530, 0.3530)
+
+AUGMENTATIONS = ("autoaugment", "crop-flip", "none")
+SCHEDULES = ("cosine", "step")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting of one training run except the family knob. All fields are JSON-serialisable."""
+
+    name: str
+    description: str
+    # ---- data (specs for zoo_rank.data.load_images) ----
+    train_data: str
+    test_data: str
+    train_split: str | None = "train"
+    test_split: str | None = "test"
+    n_per_class: int | None = None  # class-balanced, seeded subset of the training split; None = all
+    # ---- model (timm.create_model) and its preprocessing ----
+    model: str = "resnet50"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    img_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0  # eval transform: resize to img_size / crop_pct, centre-crop img_size
+    # ---- augmentation ----
+    augment: str = "crop-flip"  # "autoaugment": timm RandomResizedCrop + flip + AutoAugment; "crop-flip"; "none"
+    auto_augment_policy: str = "original"  # timm policy name; "original" is AutoAugment's ImageNet policy
+    crop_padding: int = 4  # "crop-flip": random crop of img_size after zero-padding this many pixels
+    # ---- optimisation (timm.optim.create_optimizer_v2 + timm.scheduler.create_scheduler_v2) ----
+    epochs: int = 300
+    batch_size: int = 256
+    opt: str = "nesterov"  # timm optimizer name: "nesterov" = SGD with Nesterov momentum, "momentum" = SGD
+    momentum: float = 0.9
+    lr_per_256: float = 0.1
+    weight_decay: float = 8e-5
+    sched: str = "cosine"  # "cosine" or "step" (multiply by decay_rate every decay_epochs)
+    decay_rate: float = 0.975
+    decay_epochs: float = 1.0
+    warmup_epochs: int = 10
+    warmup_lr: float = 1e-5
+    min_lr: float = 0.0
+    num_workers: int = 8
+    seed: int = 0
+    # ---- collapse tracking (Figs. 1-6) ----
+    track_every: int = 1  # epochs between measurements (the last epoch is always measured)
+    track_train_per_class: int = 50  # fixed, seeded subset of the images trained on
+    track_test_per_class: int | None = 50  # None = the whole test split
+    spectrum_top: int = 64  # eigenvalues of Sigma_B and Sigma_T kept per measurement
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTATIONS:
+            raise ZooRankError(f"recipe {self.name!r}: augment={self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}.")
+        if self.sched not in SCHEDULES:
+            raise ZooRankError(f"recipe {self.name!r}: sched={self.sched!r}; expected one of {', '.join(SCHEDULES)}.")
+        if self.epochs < 1 or self.batch_size < 1 or self.track_every < 1:
+            raise ZooRankError(
+                f"recipe {self.name!r}: epochs={self.epochs}, batch_size={self.batch_size}, "
+                f"track_every={self.track_every}; all must be >= 1."
+            )
+
+    def lr(self, world_size: int = 1) -> float:
+        """Peak learning rate for the global batch batch_size * world_size."""
+        return self.lr_per_256 * self.batch_size * world_size / 256
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists), as recorded in checkpoints."""
+        return _jsonable(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with some fields changed; unknown field names raise a one-line error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ZooRankError(f"unknown recipe field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}.")
+        return dataclasses.replace(self, **changes)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            name="imagenet-resnet50",
+            description=(
+                "The paper's ImageNet recipe (Sec. 6.3, after Kornblith et al. 2021): ResNet50, SGD with Nesterov "
+                "momentum 0.9, lr 0.1 x batch/256, 10 warm-up epochs from 1e-5 then cosine decay, weight decay "
+                "8e-5, AutoAugment, batch 256 per GPU, 300 epochs."
+            ),
+            train_data="ILSVRC/imagenet-1k",
+            test_data="ILSVRC/imagenet-1k",
+            train_split="train",
+            test_split="validation",
+            model="resnet50",
+            img_size=224,
+            crop_pct=0.875,
+            augment="autoaugment",
+            epochs=300,
+            batch_size=256,
+            track_every=10,
+            track_train_per_class=10,
+            track_test_per_class=10,
+        ),
+        Recipe(
+            name="imagenet-resnet50-step",
+            description="As imagenet-resnet50, with the paper's alternative schedule: lr x 0.975 every epoch after warm-up.",
+            train_data="ILSVRC/imagenet-1k",
+            test_data="ILSVRC/imagenet-1k",
+            train_split="train",
+            test_split="validation",
+            model="resnet50",
+            img_size=224,
+            crop_pct=0.875,
+            augment="autoaugment",
+            sched="step",
+            epochs=300,
+            batch_size=256,
+            track_every=10,
+            track_train_per_class=10,
+            track_test_per_class=10,
+        ),
+        Recipe(
+            name="cifar10-resnet18",
+            description=(
+                "The paper's CIFAR-10 recipe for the collapse curves (Figs. 1-6): ResNet18, random 32x32 crop "
+                "after 4-pixel zero padding + horizontal flip; SGD momentum 0.9, lr 0.1 at batch 128, weight decay "
+                "5e-4, cosine over 200 epochs (the common CIFAR-10 ResNet18 settings). timm's resnet18 keeps its "
+                "ImageNet stem (stride 4), unlike the 3x3-stem CIFAR variant."
+            ),
+            train_data="uoft-cs/cifar10",
+            test_data="uoft-cs/cifar10",
+            model="resnet18",
+            img_size=32,
+            mean=CIFAR10_MEAN,
+            std=CIFAR10_STD,
+            augment="crop-flip",
+            opt="momentum",
+            lr_per_256=0.2,
+            weight_decay=5e-4,
+            warmup_epochs=0,
+            epochs=200,
+            batch_size=128,
+            track_every=5,
+            track_train_per_class=500,
+            track_test_per_class=None,
+        ),
+        Recipe(
+            name="small-fmnist",
+            description=(
+                "CPU-scale family member: a narrow timm resnet10t (1.2M parameters, 256-d features) on 3,000 "
+                "Fashion-MNIST training images (300 per class) at 32 px, crop-flip, 6 epochs."
+            ),
+            train_data="fashion-mnist",
+            test_data="fashion-mnist",
+            n_per_class=300,
+            model="resnet10t",
+            model_args={"channels": (32, 64, 128, 256), "stem_width": 16},
+            img_size=32,
+            mean=FMNIST_MEAN,
+            std=FMNIST_STD,
+            augment="crop-flip",
+            epochs=6,
+            batch_size=64,
+            lr_per_256=0.4,
+            weight_decay=5e-4,
+            warmup_epochs=1,
+            warmup_lr=1e-3,
+            num_workers=0,
+            track_every=2,
+            track_train_per_class=50,
+            track_test_per_class=50,
+            spectrum_top=32,
+        ),
+        Recipe(
+            name="small-cifar",
+            description=(
+                "CPU-scale family member on the CIFAR-10 images of ../shared/data (run from the repo root): the "
+                "small-fmnist network and schedule on 3,000 training images (300 per class)."
+            ),
+            train_data="../shared/data/cifar10/train.parquet",
+            test_data="../shared/data/cifar10/test.parquet",
+            train_split=None,
+            test_split=None,
+            n_per_class=300,
+            model="resnet10t",
+            model_args={"channels": (32, 64, 128, 256), "stem_width": 16},
+            img_size=32,
+            mean=CIFAR10_MEAN,
+            std=CIFAR10_STD,
+            augment="crop-flip",
+            epochs=6,
+            batch_size=64,
+            lr_per_256=0.4,
+            weight_decay=5e-4,
+            warmup_epochs=1,
+            warmup_lr=1e-3,
+            num_workers=0,
+            track_every=2,
+            track_train_per_class=50,
+            track_test_per_class=50,
+            spectrum_top=32,
+        ),
+    )
+}
+
+
+def get_recipe(recipe: str | Recipe, **overrides: Any) -> Recipe:
+    """A registered recipe by name (or a Recipe as is), with `overrides` applied (None values ignored)."""
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ZooRankError(f"unknown recipe {recipe!r}; expected one of {', '.join(RECIPES)}.")
+        recipe = RECIPES[recipe]
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return recipe.replace(**changes) if changes else recipe
