@@ -55,7 +55,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     digest = h.hexdigest()
     _DIGESTS[key] = digest
     try:
-        write_text_atomic(record, json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": digest}))
+        write_text_atomic(
+            record, json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": digest})
+        )
     except OSError:
         pass  # a read-only cache only costs a re-hash next time
     return digest

@@ -152,7 +152,9 @@ def _read_meta(path: Path, field_name: str) -> dict:
     try:
         raw = pl.read_parquet_metadata(path)
     except Exception as err:  # truncated or not parquet at all: the footer is unreadable
-        raise StaleEntryError(f"unreadable parquet footer ({type(err).__name__}); truncated or not a cache file") from err
+        raise StaleEntryError(
+            f"unreadable parquet footer ({type(err).__name__}); truncated or not a cache file"
+        ) from err
     if field_name not in raw:
         raise StaleEntryError(f"no '{field_name}' metadata; not written by zoo_rank")
     try:
@@ -164,7 +166,9 @@ def _read_meta(path: Path, field_name: str) -> dict:
 def _read_columns(path: Path, meta: dict, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read and verify one file: (rows (N,), labels (N,), features (N, p)); raises StaleEntryError."""
     if meta.get("key") != key:
-        raise StaleEntryError(f"key in metadata is {meta.get('key')!r}, expected {key!r} (stale or foreign file)")
+        raise StaleEntryError(
+            f"key in metadata is {meta.get('key')!r}, expected {key!r} (stale or foreign file)"
+        )
     try:
         frame = pl.read_parquet(path, columns=["row", "label", "features"])
     except Exception as err:
@@ -173,7 +177,9 @@ def _read_columns(path: Path, meta: dict, key: str) -> tuple[np.ndarray, np.ndar
     if frame.height != n:
         raise StaleEntryError(f"{frame.height} rows, metadata says {n}; truncated")
     if frame.schema["features"] != pl.Array(pl.Float32, dim):
-        raise StaleEntryError(f"features column is {frame.schema['features']}, expected Array(Float32, {dim})")
+        raise StaleEntryError(
+            f"features column is {frame.schema['features']}, expected Array(Float32, {dim})"
+        )
     rows = frame["row"].to_numpy()
     labels = frame["label"].to_numpy()
     # to_numpy on a null-free Array column is a zero-copy (N, p) view of the arrow buffer; copy once so
@@ -248,15 +254,24 @@ class Entry:
 
     # -- shards of an entry in progress ---------------------------------------------------------
 
-    def write_shard(self, first: int, end: int, rows: np.ndarray, labels: np.ndarray, features: np.ndarray) -> Path:
+    def write_shard(
+        self, first: int, end: int, rows: np.ndarray, labels: np.ndarray, features: np.ndarray
+    ) -> Path:
         """Persist manifest positions [first, end) (their rows, labels, (n, p) features) as one atomic shard."""
         self.parts.mkdir(parents=True, exist_ok=True)
         path = self.parts / f"part-{first:010d}-{end:010d}.parquet"
-        shard_meta = {"key": self.key, "n": len(rows), "dim": features.shape[1], "checksum": checksum(rows, labels, features)}
+        shard_meta = {
+            "key": self.key,
+            "n": len(rows),
+            "dim": features.shape[1],
+            "checksum": checksum(rows, labels, features),
+        }
         _write_atomic(path, _frame(rows, labels, features), {SHARD_FIELD: canonical_json(shard_meta)})
         return path
 
-    def read_shards(self, first: int = 0, end: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def read_shards(
+        self, first: int = 0, end: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Rows, labels and features of every valid shard overlapping manifest positions [first, end).
 
         Bad shards (truncated, foreign key, wrong checksum) are deleted with a warning. Rows may repeat
@@ -304,12 +319,106 @@ class Entry:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if not quiet:
-                    err_console().print(f"waiting for another process extracting this entry ({self.lock_path}) ...")
+                    err_console().print(
+                        f"waiting for another process extracting this entry ({self.lock_path}) ..."
+                    )
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# ---- what an entry holds --------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """A resolved extraction request.
+
+    rows: (N,) int64 sorted dataset rows to extract (the manifest's indices, or all rows).
+    manifest: {"digest", "n_per_class", "seed"}; asked: the model/data/split as the caller named them.
+    """
+
+    backbone: Any
+    images: Any
+    rows: np.ndarray
+    manifest: dict
+    asked: dict
+
+    def key(self, precision: str) -> CacheKey:
+        return CacheKey(
+            model=self.backbone.name,
+            weights_id=self.backbone.weights_id,
+            data_config=canonical_json(self.backbone.data_config),
+            fingerprint=self.images.fingerprint,
+            split=str(self.images.split),
+            manifest=self.manifest["digest"],
+            precision=precision,
+        )
+
+
+def resolve_request(
+    model: Any,
+    data: Any,
+    *,
+    split: str | None = None,
+    n_per_class: int | None = None,
+    seed: int = 0,
+    manifest: Any = None,
+) -> Request:
+    """Build the backbone and open the images when given as specs; choose the rows (a balanced subset or all).
+
+    `manifest` (a zoo_rank.data.Manifest or a path to one) pins the rows exactly, e.g. from another machine.
+    """
+    if isinstance(model, str):
+        from zoo_rank.models import create_backbone
+
+        backbone = create_backbone(model)
+    else:
+        backbone = model
+    if isinstance(data, str):
+        from zoo_rank.data import load_images
+
+        images = load_images(data, split)
+    else:
+        images = data
+        if split is not None and split != images.split:
+            raise ZooRankError(
+                f"split={split!r} was passed with an ImageSet of split {images.split!r}; drop split or load that split."
+            )
+    n_rows = len(images.dataset)
+    if manifest is not None:
+        from zoo_rank.data import Manifest
+
+        m = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
+        if m.source_fingerprint != images.fingerprint:
+            raise ZooRankError(
+                f"the manifest was drawn from data with fingerprint {m.source_fingerprint}, but {images.name} "
+                f"has {images.fingerprint}; draw a new one with balanced_subset for this data."
+            )
+        rows = np.asarray(m.indices, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+            raise ZooRankError(
+                f"manifest rows span [{rows.min()}, {rows.max()}] but the image set has {n_rows} rows; use the manifest of this dataset."
+            )
+        info = {"digest": m.digest(), "n_per_class": m.n_per_class, "seed": m.seed}
+    elif n_per_class is not None:
+        from zoo_rank.data import balanced_subset
+
+        m = balanced_subset(images, n_per_class, seed)
+        rows = np.asarray(m.indices, dtype=np.int64)
+        info = {"digest": m.digest(), "n_per_class": n_per_class, "seed": seed}
+    else:
+        rows = np.arange(n_rows, dtype=np.int64)
+        info = {"digest": f"all:{n_rows}", "n_per_class": None, "seed": None}
+    rows = np.unique(rows)  # sorted, unique: the order of every entry
+    asked = {
+        "model": model if isinstance(model, str) else backbone.name,
+        "data": data if isinstance(data, str) else images.name,
+        "split": split,
+    }
+    return Request(backbone=backbone, images=images, rows=rows, manifest=info, asked=asked)
 
 
 # ---- listing and removing -------------------------------------------------------------------------
@@ -335,7 +444,11 @@ def list_entries(cache_dir: str | os.PathLike | None = None) -> list[EntryInfo]:
     folder = cache_root(cache_dir) / "features"
     if not folder.is_dir():
         return []
-    keys = {p.name.split(".")[0] for p in folder.iterdir() if not p.name.startswith(".") and not p.name.endswith(".lock")}
+    keys = {
+        p.name.split(".")[0]
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and not p.name.endswith(".lock")
+    }
     infos = []
     for key in keys:
         entry = Entry(folder.parent, key)
@@ -357,7 +470,7 @@ def remove_entries(
     keys: list[str] | None = None,
     *,
     model: str | None = None,
-    all: bool = False,  # noqa: A002 - mirrors the --all flag
+    all: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> list[EntryInfo]:
     """Delete entries whose key starts with one of `keys`, or whose model matches `model` (a glob), or all.
@@ -365,7 +478,9 @@ def remove_entries(
     Returns the removed entries. Raises ZooRankError when no selector is given.
     """
     if not keys and model is None and not all:
-        raise ZooRankError("cache rm got no selector; pass key prefixes (see `zoo-rank cache ls`), --model NAME or --all.")
+        raise ZooRankError(
+            "cache rm got no selector; pass key prefixes (see `zoo-rank cache ls`), --model NAME or --all."
+        )
     removed = []
     for info in list_entries(cache_dir):
         hit = all or any(info.key.startswith(k) for k in keys or [])
@@ -433,30 +548,44 @@ def load_features(
     seed: int = 0,
     precision: str = "auto",
     cache_dir: str | os.PathLike | None = None,
+    manifest: Any = None,
 ) -> FeatureSet:
     """The cached features of `model` on `data`: (N, p) float32 matrix, (N,) int64 labels, metadata.
 
-    Resolves the same key `extract_features` writes (this builds the backbone to learn its weights digest
-    and transform, and opens the dataset for its fingerprint). precision="auto" means this machine's
-    default; when only the other precision is cached, that entry is returned. Raises ZooRankError naming
-    the `zoo-rank extract` command when the entry is absent (or was unusable and has been removed).
+    Resolves the key `extract_features` writes: this builds the backbone (for its weights digest and
+    transform) and opens the data (for its fingerprint and the manifest rows). precision="auto" is this
+    machine's default; when only the other precision is cached, that entry is returned. When the model or
+    data cannot be opened here (e.g. a Hub set while offline), the newest entry extracted under exactly
+    these names is returned with a warning that it could not be checked against its source.
+    Raises ZooRankError naming the `zoo-rank extract` command when nothing is cached.
     """
-    from zoo_rank import extract
+    from zoo_rank._device import pick_device, resolve_precision
 
-    request = extract.resolve_request(model, data, split=split, n_per_class=n_per_class, seed=seed)
     root = cache_root(cache_dir)
-    device = extract.pick_device("auto")
-    wanted = extract.resolve_precision(precision, device)
+    wanted = resolve_precision(precision, pick_device("auto"))
     candidates = [wanted] + ([p for p in ("bf16", "fp32") if p != wanted] if precision == "auto" else [])
+    try:
+        request = resolve_request(
+            model, data, split=split, n_per_class=n_per_class, seed=seed, manifest=manifest
+        )
+    except ZooRankError as err:
+        fs = _newest_by_names(root, model, data, split, n_per_class, seed, candidates)
+        if fs is None:
+            raise
+        warn(
+            f"{err} Using the cached entry {fs.key} ({fs.meta.get('created')}) unverified against its source."
+        )
+        return fs
     for prec in candidates:
-        entry = Entry(root, request.key(prec).digest())
-        fs = entry.read_valid(request.rows)
+        fs = Entry(root, request.key(prec).digest()).read_valid(request.rows)
         if fs is not None:
             return fs
     cmd = f"zoo-rank extract {model} --data {data}"
     if split:
         cmd += f" --split {split}"
-    if n_per_class:
+    if manifest is not None:
+        cmd += " --manifest MANIFEST.json"
+    elif n_per_class:
         cmd += f" --n-per-class {n_per_class} --seed {seed}"
     if precision != "auto":
         cmd += f" --precision {precision}"
@@ -468,15 +597,46 @@ def load_features(
     )
 
 
+def _newest_by_names(
+    root: Path,
+    model: str,
+    data: str,
+    split: str | None,
+    n_per_class: int | None,
+    seed: int,
+    precisions: list[str],
+) -> FeatureSet | None:
+    """The newest valid committed entry requested under exactly these names, or None."""
+    for info in list_entries(root):  # newest first
+        m = info.meta
+        asked, man = m.get("request", {}), m.get("manifest", {})
+        if info.status != "ok" or asked.get("model") != model or asked.get("data") != data:
+            continue
+        if (split is not None and m.get("split") != split) or (
+            split is None and asked.get("split") is not None
+        ):
+            continue
+        if man.get("n_per_class") != n_per_class or (n_per_class is not None and man.get("seed") != seed):
+            continue
+        if m.get("precision") not in precisions:
+            continue
+        fs = Entry(root, info.key).read_valid()
+        if fs is not None:
+            return fs
+    return None
+
+
 __all__ = [
     "CacheKey",
     "Entry",
     "EntryInfo",
     "FeatureSet",
+    "Request",
     "StaleEntryError",
     "cache_root",
     "entries_table",
     "list_entries",
     "load_features",
     "remove_entries",
+    "resolve_request",
 ]

@@ -96,6 +96,11 @@ def rank_cmd(
     probe_n_per_class: Optional[int] = typer.Option(
         None, "--probe-n-per-class", help="Images per class of each probe split (default run: 50; else all)."
     ),
+    probe_method: str = typer.Option(
+        "logistic",
+        "--probe-method",
+        help="logistic (the paper's L-BFGS protocol) or ridge (closed form, quick).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the class-balanced subsets."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where faster), bf16 or fp32."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N, mps."),
@@ -127,6 +132,7 @@ def rank_cmd(
         probe=probe,
         n_per_class=n_per_class,
         probe_n_per_class=probe_n_per_class,
+        probe_method=probe_method,
         seed=seed,
         precision=precision,
         device=device,
@@ -172,6 +178,271 @@ def leaderboard_merge(
     )
     rank_mod.print_summary(board, leaderboard.write_board(board, out))
 
+
+# ---- train (issue 6) -----------------------------------------------------------------------------
+
+
+@app.command("train")
+def train_cmd(
+    family: str = typer.Option(
+        ...,
+        "--family",
+        help="Family knob: 'tau' (softmax temperature) or 'lambda' (within-class cosine weight).",
+    ),
+    values: str = typer.Option(
+        ...,
+        "--values",
+        help="Comma-separated knob values, e.g. 0.1,0.2,0.4,0.6,0.8,1.0 or 2.5,3.75,5,7.5,10.",
+    ),
+    recipe: str = typer.Option(
+        "small-fmnist",
+        "--recipe",
+        help="imagenet-resnet50, imagenet-resnet50-step, cifar10-resnet18, small-fmnist or small-cifar (see zoo_rank.train.RECIPES).",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output folder (default runs/<recipe>); one sub-folder per value."
+    ),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's number of epochs."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue interrupted runs from their resume.pt; finished ones are skipped."
+    ),
+    stop_after_epoch: Optional[int] = typer.Option(
+        None,
+        "--stop-after-epoch",
+        help="Stop (checkpointed) after this epoch, e.g. to fit a job's time limit.",
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or per-epoch lines."),
+) -> None:
+    """Train a tau or lambda model family (paper Sec. 6.3), tracking collapse; works under torchrun (DDP)."""
+    from zoo_rank.train import loop
+
+    try:
+        knobs = [float(v) for v in _split(values) or []]
+    except ValueError as err:
+        raise ZooRankError(
+            f"--values must be comma-separated numbers, got {values!r}; e.g. --values 0.1,0.5,1.0."
+        ) from err
+    try:
+        results = loop.train_family(
+            recipe,
+            family,
+            knobs,
+            out or Path("runs") / recipe,
+            epochs=epochs,
+            resume=resume,
+            stop_after_epoch=stop_after_epoch,
+            device=device,
+            quiet=quiet,
+        )
+        loop.print_results(results)
+    finally:
+        loop.shutdown_distributed()
+
+
+# ---- probe and validate (issue 4) -----------------------------------------------------------------
+
+
+# fmt: off
+@app.command("probe")
+def probe_cmd(
+    models: list[str] = typer.Argument(..., help="Model specs (timm name, hf-hub:, local-dir:, pip:)."),
+    datasets: str = typer.Option(
+        ..., "--datasets", "-d", help="'ten' (the paper's downstream sets) or comma-separated specs (cifar10-local, digits, a parquet folder)."
+    ),
+    probe: str = typer.Option("logistic", "--probe", help="logistic (the paper's L-BFGS protocol) or ridge (closed form, quick)."),
+    n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Subsample the training split to n images per class."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subsample and of the validation split."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="One JSON file per (model, dataset) and the merged table go here."),
+    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Keep result files already written (resume)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Linear-probe accuracy of each model on each dataset (Kornblith et al. 2019 protocol)."""
+    from zoo_rank import probe as probe_mod
+    from zoo_rank import results
+
+    names = ["ten"] if datasets.strip() == "ten" else _split(datasets) or []
+    table = probe_mod.run_probes(
+        models, names, probe=probe, results_dir=results_dir, skip_existing=skip_existing,
+        n_per_class=n_per_class, seed=seed, device=device, quiet=quiet,
+    )  # fmt: skip
+    shown = [c for c in ("model", "dataset", "metric", "score", "top1", "mean_per_class", "l2") if c in table.columns]
+    results.print_table(table.select(shown), f"{probe} probe ({results_dir}/probe_{probe}.csv)")
+
+
+@app.command("validate")
+def validate_cmd(
+    models: Optional[list[str]] = typer.Argument(None, help="Models already probed with `zoo-rank probe`."),
+    datasets: Optional[str] = typer.Option(None, "--datasets", "-d", help="'ten' or comma-separated specs, as for probe."),
+    metric: Optional[str] = typer.Option(None, "--metric", "-m", help="Comma-separated metric names (default: all)."),
+    probe: str = typer.Option("logistic", "--probe", help="Which probe's accuracy is the target."),
+    paper: bool = typer.Option(False, "--paper", help="Recompute MLOG and metric-vs-MLOG correlations from the paper's Tables 1-2."),
+    tables: Optional[Path] = typer.Option(None, "--tables", help="Paper-tables JSON file (schema: zoo_rank/validate.py)."),
+    n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Score on n training images per class."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subsample and of the bootstrap."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples over models (0: no intervals)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where probe results are and validation results go."),
+    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Keep result files already written (resume)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """How well each metric predicts probe accuracy over models (Pearson, Spearman, Kendall, weighted tau, regret)."""
+    from zoo_rank import results
+    from zoo_rank import validate as val
+
+    if paper:
+        report = val.paper_report(val.load_paper_tables(tables), n_boot=n_boot, seed=seed)
+        val.print_paper_report(report)
+        return
+    if not models or not datasets:
+        raise ZooRankError("validate needs MODELS and --datasets (or --paper); e.g. zoo-rank validate m1 m2 m3 --datasets digits.")
+    names = ["ten"] if datasets.strip() == "ten" else _split(datasets) or []
+    table = val.run_validation(
+        models, names, metrics=_split(metric), probe=probe, results_dir=results_dir, skip_existing=skip_existing,
+        n_per_class=n_per_class, seed=seed, device=device, n_boot=n_boot, quiet=quiet,
+    )  # fmt: skip
+    results.print_table(table, f"metric vs {probe} probe accuracy ({results_dir}/validation.csv)")
+# fmt: on
+
+
+# ---- model and dataset listings (issue 3) -------------------------------------------------------
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the offline zoo (pip: entries) and the model spec syntax."""
+    from rich.table import Table
+
+    from zoo_rank._console import console
+    from zoo_rank.models import PIP_EXTRA_HINT, offline_zoo
+
+    table = Table(title="offline zoo")
+    for column in ("name", "architecture", "package", "installed"):
+        table.add_column(column, overflow="fold", no_wrap=column == "name")
+    for row in offline_zoo():
+        table.add_row(row["name"], row["architecture"], row["distribution"], row["version"] or "no")
+    console().print(table)
+    hint = f"install: {PIP_EXTRA_HINT}; also timm names (resnet50.a1_in1k), hf-hub:org/name, local-dir:PATH"
+    console().print(hint, markup=False, highlight=False)
+
+
+@app.command("datasets")
+def datasets_cmd() -> None:
+    """List the named image sets: built-in offline ones and the paper's ten downstream sets."""
+    from rich.table import Table
+
+    from zoo_rank._console import console
+    from zoo_rank.data import known_datasets
+
+    table = Table()
+    for column in ("name", "source", "splits", "classes", "metric", "network"):
+        table.add_column(column, overflow="fold", no_wrap=column == "name")
+    for spec in known_datasets().values():
+        table.add_row(spec.name, spec.location, ", ".join(spec.splits), str(spec.num_classes or "?"), spec.metric,
+                      "yes" if spec.needs_network else "no")  # fmt: skip
+    console().print(table)
+    hint = "also: a .parquet file, an image folder (one sub-folder per class), hf:org/name:split"
+    console().print(hint, markup=False, highlight=False)
+
+
+# ---- extract and cache (issue 3) ---------------------------------------------------------------
+
+
+@app.command("extract")
+def extract_cmd(
+    models: list[str] = typer.Argument(
+        ..., help="Model specs: timm name[.tag], hf-hub:org/name, local-dir:PATH, pip:efficientnet-lite0."
+    ),
+    data: str = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        help="Dataset spec (see `zoo-rank datasets`), a .parquet file or an image folder.",
+    ),
+    split: Optional[str] = typer.Option(
+        None, "--split", help="Split of --data (default: the dataset's default split)."
+    ),
+    n_per_class: Optional[int] = typer.Option(
+        None, "--n-per-class", help="Class-balanced subset, e.g. 50 as in the paper (default: every image)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the class-balanced subset."),
+    manifest: Optional[Path] = typer.Option(
+        None, "--manifest", help="Manifest JSON fixing the rows (instead of --n-per-class)."
+    ),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="Cache root (default: $ZOO_RANK_CACHE, else the user cache folder)."
+    ),
+    skip_existing: bool = typer.Option(
+        True, "--skip-existing/--no-skip-existing", help="Reuse cached entries (default) or recompute them."
+    ),
+    precision: str = typer.Option(
+        "auto", "--precision", help="auto (bf16 + channels_last where native), bf16 or fp32."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps."),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", help="Images per batch (default: 256 CUDA, 32 CPU; halves on out-of-memory)."
+    ),
+    num_workers: Optional[int] = typer.Option(
+        None, "--num-workers", help="DataLoader decode workers (default: from the CPU count)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Extract penultimate features into the cache (resumable; run under torchrun to shard across GPUs)."""
+    from zoo_rank._console import console
+    from zoo_rank.extract import extract_features
+
+    for spec in models:
+        fs = extract_features(
+            spec, data, split=split, n_per_class=n_per_class, seed=seed, manifest=manifest, precision=precision,
+            device=device, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
+            skip_existing=skip_existing, quiet=quiet,
+        )  # fmt: skip
+        n, p = fs.features.shape
+        console().print(
+            f"{fs.key}  {fs.meta['model']}  {fs.meta['dataset']}:{fs.meta['split']}  {n} x {p}  {fs.meta['precision']}",
+            markup=False,
+            highlight=False,
+        )
+
+
+cache_app = typer.Typer(help="Inspect and clean the feature cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("ls")
+def cache_ls(
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="Cache root (default: $ZOO_RANK_CACHE, else the user cache folder)."
+    ),
+) -> None:
+    """List cache entries: key, model, dataset, split, n, dim, precision, size, date."""
+    from zoo_rank import cache
+    from zoo_rank._console import console
+
+    console().print(cache.entries_table(cache.list_entries(cache_dir)))
+
+
+@cache_app.command("rm")
+def cache_rm(
+    keys: Optional[list[str]] = typer.Argument(
+        None, help="Key prefixes (as `zoo-rank cache ls` shows them)."
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="Remove every entry of this model (glob allowed)."
+    ),
+    all_: bool = typer.Option(False, "--all", help="Remove every entry."),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="Cache root (default: $ZOO_RANK_CACHE, else the user cache folder)."
+    ),
+) -> None:
+    """Remove cache entries by key prefix, by model, or all of them."""
+    from zoo_rank import cache
+    from zoo_rank._console import console
+
+    removed = cache.remove_entries(keys, model=model, all=all_, cache_dir=cache_dir)
+    freed = sum(e.size for e in removed) / 2**20
+    console().print(f"removed {len(removed)} entries ({freed:.1f} MB)", markup=False, highlight=False)
 
 def main() -> None:
     try:

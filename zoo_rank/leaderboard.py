@@ -69,8 +69,13 @@ _CORR_KEYS = (
     ("pearson", "r"),
     ("regret", "regret"),
 )
-#: Bootstrap resamples (over models) for the correlation intervals on a board.
-N_BOOT = 1000
+_PROBE_TEXT = {
+    "logistic": "multinomial logistic regression with L-BFGS, the paper's protocol",
+    "ridge": "closed-form ridge regression on one-hot targets, a quick stand-in for the paper's logistic probe",
+}
+#: Bootstrap resamples (over models) for the correlation intervals on a board: ~0.5 s per metric on 2
+#: cores; with a handful of models the interval is coarse anyway (4 models have only 256 resamples).
+N_BOOT = 200
 
 
 def metric_title(metric: str) -> str:
@@ -90,6 +95,15 @@ def metric_sign(metric: str, mode: str) -> int:
     from zoo_rank import validate
 
     return validate.metric_sign(metric, check_mode(mode))
+
+
+def _tied(a: float, b: float) -> bool:
+    """Equal up to numerical noise: such scores cannot order two models.
+
+    The absolute tolerance covers metrics that degenerate to exactly 0 (VCI at N <= p + 1) and come out
+    as 0 or 1e-8 depending on rounding; every registered metric is O(1e-2) or larger when informative.
+    """
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
 
 
 def arrow(sign: int) -> str:
@@ -218,6 +232,7 @@ class Leaderboard:
     results: list[RunResult]
     command: str = ""
     created: str = ""
+    n_boot: int = N_BOOT
     _corr_cache: dict[str, dict[str, Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -287,13 +302,15 @@ class Leaderboard:
         return sorted(self.results, key=key)
 
     def ranks(self) -> dict[int, int | None]:
-        """id(result) -> 1-based rank; None for rows without a primary value (failures included)."""
+        """id(result) -> 1-based rank; tied values share the best rank ("1, 1, 3"); None without a value."""
         out: dict[int, int | None] = {}
-        n = 0
+        n, prev, prev_rank = 0, None, 0
         for r in self.ranked():
-            if r.error is None and _finite(r.metrics.get(self.primary, math.nan)):
+            v = r.metrics.get(self.primary, math.nan)
+            if r.error is None and _finite(v):
                 n += 1
-                out[id(r)] = n
+                prev_rank = prev_rank if prev is not None and _tied(v, prev) else n
+                out[id(r)], prev = prev_rank, v
             else:
                 out[id(r)] = None
         return out
@@ -309,7 +326,8 @@ class Leaderboard:
         target = self.target
         if target is None:
             return {"absent": "no probe or MLOG result to check the scores against (run with --probe)"}
-        rows = [r for r in self.results if r.error is None and (include_controls or not r.control)]
+        # Board order, not input order: the same numbers in the same order give bit-identical statistics.
+        rows = [r for r in self.ranked() if r.error is None and (include_controls or not r.control)]
         out: dict[str, Any] = {"target": target, "include_controls": include_controls, "metrics": {}}
         n_target = sum(_finite(r.probe_value(target)) for r in rows)
         out["n_models"] = n_target
@@ -326,9 +344,11 @@ class Leaderboard:
                 }
                 continue
             # The bootstrap costs ~0.1 s per metric; boards render the same numbers several times.
-            key = json.dumps([m, self.mode, pairs])
+            key = json.dumps([m, self.mode, self.n_boot, pairs])
             if key not in self._corr_cache:
-                self._corr_cache[key] = _correlate([p[0] for p in pairs], [p[1] for p in pairs], self.sign(m))
+                self._corr_cache[key] = _correlate(
+                    [p[0] for p in pairs], [p[1] for p in pairs], self.sign(m), self.n_boot
+                )
             out["metrics"][m] = self._corr_cache[key]
         return out
 
@@ -343,14 +363,25 @@ class Leaderboard:
         if not candidates:
             return "No recommendation: no candidate model has a score (see the errors above)."
         best = candidates[0]
-        line = f"Recommendation: {verb} **{best.label}**, first by {title} in {self.mode} mode"
+        tied = [r for r in candidates if _tied(r.metrics[self.primary], best.metrics[self.primary])]
+        if len(tied) > 1:
+            line = (
+                f"Recommendation: none by {title} alone: {', '.join(r.label for r in tied)} tie at "
+                f"{format_value(best.metrics[self.primary])} (see the notes; break the tie with another column)"
+            )
+        else:
+            line = f"Recommendation: {verb} **{best.label}**, first by {title} in {self.mode} mode"
         target = self.target
         if target is not None:
             checked = [r for r in candidates if _finite(r.probe_value(target))]
             if checked:
                 top = max(checked, key=lambda r: r.probe_value(target))
                 name = self.target_title()
-                if top is best:
+                if len(tied) > 1:
+                    line += (
+                        f"; the check prefers {top.label} ({name} {format_value(top.probe_value(target))})"
+                    )
+                elif top is best:
                     line += (
                         f"; the check agrees ({name} {format_value(best.probe_value(target))} is the best)"
                     )
@@ -413,13 +444,14 @@ class Leaderboard:
 
     def conditions(self) -> dict[str, Any]:
         """Conditions shared by all runs as plain values; a condition that differs becomes {label: value}."""
+        ranked = self.ranked()  # board order, so that a merge in any file order renders the same
         keys: dict[str, None] = {}
-        for r in self.results:
+        for r in ranked:
             for k in r.conditions:
                 keys.setdefault(k, None)
         merged: dict[str, Any] = {}
         for k in keys:
-            per = {r.label: r.conditions[k] for r in self.results if k in r.conditions}
+            per = {r.label: r.conditions[k] for r in ranked if k in r.conditions}
             distinct = {json.dumps(_clean(v), sort_keys=True) for v in per.values()}
             merged[k] = next(iter(per.values())) if len(distinct) == 1 else per
         return merged
@@ -439,6 +471,7 @@ class Leaderboard:
                 "target": self.target,
                 "command": self.command,
                 "created": self.created,
+                "n_boot": self.n_boot,
                 "conditions": self.conditions(),
                 "columns": self.columns(),
                 "rows": self.rows(),
@@ -463,6 +496,7 @@ class Leaderboard:
             results=[RunResult.from_dict(r) for r in d["results"]],
             command=d.get("command", ""),
             created=d.get("created", ""),
+            n_boot=int(d.get("n_boot", N_BOOT)),
         )
 
 
@@ -474,6 +508,7 @@ def build_board(
     primary: str | None = None,
     command: str = "",
     created: str = "",
+    n_boot: int = N_BOOT,
 ) -> Leaderboard:
     """Assemble a board from run results of one mode and one dataset.
 
@@ -519,14 +554,15 @@ def build_board(
         results=list(results),
         command=command,
         created=created,
+        n_boot=n_boot,
     )
 
 
-def _correlate(scores: Sequence[float], targets: Sequence[float], sign: int) -> dict[str, Any]:
+def _correlate(scores: Sequence[float], targets: Sequence[float], sign: int, n_boot: int) -> dict[str, Any]:
     """validate.rank_correlations of sign * scores with targets, as a JSON-ready dict (with bootstrap CIs)."""
     from zoo_rank.validate import rank_correlations
 
-    return rank_correlations(list(scores), list(targets), sign=sign, n_boot=N_BOOT, seed=0).to_dict()
+    return rank_correlations(list(scores), list(targets), sign=sign, n_boot=n_boot, seed=0).to_dict()
 
 
 # ---- human views ---------------------------------------------------------------------------------
@@ -689,8 +725,9 @@ def render_markdown(board: Leaderboard) -> str:
     for d in board.probe_datasets:
         p = next(p for r in board.results for p in r.probes if p.get("dataset") == d)
         lines.append(
-            f"- **probe top-1 / mean/class {d}**: accuracy of a linear probe (multinomial logistic regression, L2 chosen "
-            f"on a validation split) on frozen features, trained on {d} {p.get('train_split', 'train')} "
+            f"- **probe top-1 / mean/class {d}**: top-1 and mean per-class accuracy of a linear probe on the frozen "
+            f"features ({_PROBE_TEXT.get(p.get('method', 'logistic'), p.get('method'))}; L2 strength chosen from 97 "
+            f"values on a validation split of train), trained on {d} {p.get('train_split', 'train')} "
             f"({format_value(p.get('n_train'))} images), tested on {d} {p.get('split', 'test')} ({format_value(p.get('n_test'))} images). "
             "This is the check the scores are judged against."
         )
@@ -708,7 +745,7 @@ def render_markdown(board: Leaderboard) -> str:
             "",
             "Rank correlation of each score with the check, by validate.rank_correlations on the oriented score "
             "(sign × value, so +1 means the arrow orders the models exactly as the check does); the interval is a "
-            "percentile bootstrap over models, so with a handful of models it is wide; top-1 regret is the check "
+            f"percentile bootstrap over models ({board.n_boot} resamples), so with a handful of models it is wide; top-1 regret is the check "
             "of the best model minus that of the model the score ranks first.",
         ]
         for c in views:
@@ -864,6 +901,8 @@ def merge(
     metrics: Sequence[str] | None = None,
     primary: str | None = None,
     command: str = "",
+    created: str = "",
+    n_boot: int = N_BOOT,
 ) -> Leaderboard:
     """Rebuild a board from per-run result files (e.g. NAME.runs/*.json from several machines).
 
@@ -877,7 +916,13 @@ def merge(
     if not files:
         raise ZooRankError("no result files given; pass NAME.runs/*.json files or a NAME.runs folder.")
     return build_board(
-        [load_result(f) for f in files], name=name, metrics=metrics, primary=primary, command=command
+        [load_result(f) for f in files],
+        name=name,
+        metrics=metrics,
+        primary=primary,
+        command=command,
+        created=created,
+        n_boot=n_boot,
     )
 
 

@@ -250,12 +250,35 @@ class _LogisticPath:
         self.x = ((xt - self.mean) / self.scale).contiguous()
         self.y = torch.as_tensor(y, device=device, dtype=torch.long)
         self.W = torch.zeros(x.shape[1], n_classes, device=device, dtype=dtype, requires_grad=True)
-        self.b = torch.zeros(n_classes, device=device, dtype=dtype, requires_grad=True)
+        # Start the intercept at its optimum for W = 0 (log class priors): strong-penalty fits then predict
+        # what their exact solution predicts, not an artefact of an unconverged bias.
+        counts = torch.bincount(self.y, minlength=n_classes).to(dtype).clamp_min(0.5)
+        # Centred, as the loss is blind to a common shift of b and gradients keep its sum where it starts
+        # (sum zero, like scikit-learn's symmetric multinomial intercepts).
+        log_prior = counts.log()
+        self.b = (log_prior - log_prior.mean()).requires_grad_(True)
         self.tol = tol
         self.max_iter = max_iter
         # Below this loss change L-BFGS only chases rounding noise of the dtype.
         self.tol_change = 1e-9 if dtype == torch.float64 else 1e-6
         self.n_iter = 0
+
+    def plateau_end(self, n_power: int = 30) -> float:
+        """Largest eigenvalue of the data term's Hessian bound, (1/2) * lambda_max(X^T X / N).
+
+        For l2 well above it the penalty dominates the curvature: W ~ (gradient at W = 0) / l2 only
+        shrinks, and no prediction changes as l2 moves (power iteration, a few matrix-vector products).
+        """
+        torch = self.torch
+        v = torch.ones(self.x.shape[1], device=self.x.device, dtype=self.x.dtype)
+        top = 0.0
+        for _ in range(n_power):
+            w = self.x.T @ (self.x @ v) / self.x.shape[0]
+            top = float(w.norm())
+            if top == 0.0:
+                break
+            v = w / top
+        return 0.5 * top
 
     def standardise(self, x: np.ndarray):
         torch = self.torch
@@ -334,9 +357,12 @@ def linear_probe(
     The path runs from the strongest to the weakest `l2` (see the module docstring for what `l2` means),
     each fit warm-started from the previous one with full-batch L-BFGS (strong-Wolfe line search, stop
     when max |gradient| < `tol` or after `max_iter` iterations). With `early_stop`, the path ends once
-    `patience` values (12 = 1.5 decades of the default grid) scored below the best validation accuracy
-    without beating it: the weak end is where L-BFGS needs the most iterations and, past the peak,
-    only overfits further. Ties go to the stronger penalty. The chosen value is then refit on train +
+    `patience` consecutive values (12 = 1.5 decades of the default grid) failed to beat the best
+    validation accuracy, counting only values below (1/2) lambda_max(X^T X / N), the curvature bound of
+    the data term: above it W only shrinks towards 0 and no prediction changes, however long that
+    plateau lasts; or at once on a perfect validation score. The
+    weak end is where L-BFGS needs the most iterations and, past the peak, only overfits further.
+    Ties go to the stronger penalty. The chosen value is then refit on train +
     validation (restandardised on those rows), and test top-1 and mean per-class accuracy reported.
     """
     import torch
@@ -353,6 +379,8 @@ def linear_probe(
     val_accs: list[float] = []
     best_acc, best_i, stale = -1.0, 0, 0
     best_W = best_b = None
+    # Above this strength every fit predicts the same (W only shrinks): no evidence of a peak there.
+    active_below = path.plateau_end()
     for i, l2 in enumerate(grid):
         path.fit(float(l2))
         acc = float(np.mean(path.predict(val_std) == split.val_y))
@@ -360,12 +388,10 @@ def linear_probe(
         if acc > best_acc:
             best_acc, best_i, stale = acc, i, 0
             best_W, best_b = path.W.detach().clone(), path.b.detach().clone()
-        elif acc < best_acc:
-            # Only a value below the best counts: the strong end is a long plateau (argmax is scale-free, so
-            # W -> 0 keeps predicting with the class-mean direction) and must not end the path.
+        elif l2 < active_below:
             stale += 1
-        if early_stop and stale >= patience:
-            break
+        if early_stop and (stale >= patience or best_acc == 1.0):
+            break  # 1.0 cannot be beaten, and ties go to the stronger penalty already chosen
     t_select = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -377,7 +403,8 @@ def linear_probe(
         # Warm start in the new standardisation: the same affine function of the raw features.
         ratio = (final.scale / path.scale).unsqueeze(1)
         final.W.copy_(best_W * ratio)
-        final.b.copy_(best_b + ((final.mean - path.mean) / path.scale) @ best_W)
+        shifted = best_b + ((final.mean - path.mean) / path.scale) @ best_W
+        final.b.copy_(shifted - shifted.mean())
     final.fit(l2)
     pred = final.predict(final.standardise(split.test_x))
     top1, mpc = accuracies(pred, split.test_y, n_classes)
@@ -569,97 +596,67 @@ class DatasetPlan:
     hub: bool  # needs the Hugging Face Hub (the paper's ten)
 
 
-def _entry_get(entry: Any, *names: str, default: Any = None) -> Any:
-    for n in names:
-        if isinstance(entry, dict) and n in entry:
-            return entry[n]
-        if hasattr(entry, n):
-            return getattr(entry, n)
-    return default
-
-
 def resolve_datasets(names: list[str]) -> list[DatasetPlan]:
-    """'ten' -> the paper's ten downstream sets; other names from the registry or local specs.
+    """'ten' -> the paper's ten downstream sets (`zoo_rank.data.DOWNSTREAM`); other names are the data
+    module's specs: built-in names (fashion-mnist, digits, cifar10-local), parquet files or folders, image
+    folders, or hf:org/name. Unknown names raise with the list of known ones.
 
-    A name is accepted when it is in `zoo_rank.data.DOWNSTREAM`, in the data module's registry of
-    small specs, an existing path, or carries a scheme prefix ('parquet:...'); anything else raises
-    with the list of known names.
+    Splits: "train" and "test" ("val" too when the set has one; otherwise the probe splits train).
     """
     from zoo_rank import data
 
-    downstream = getattr(data, "DOWNSTREAM", {})
-    local_registry = getattr(data, "DATASETS", {})
-    if list(names) == ["ten"] or names == "ten":
-        names = list(downstream)
-        if not names:
-            raise ZooRankError(
-                "zoo_rank.data.DOWNSTREAM is empty; the paper's ten downstream sets are not registered."
-            )
+    if list(names) == ["ten"]:
+        names = list(data.DOWNSTREAM)
+    known = data.known_datasets()
     plans = []
     for name in names:
-        if name in downstream:
-            e = downstream[name]
-            plans.append(
-                DatasetPlan(
-                    name=name,
-                    spec=str(_entry_get(e, "spec", default=name)),
-                    train_split=_entry_get(e, "train_split", default="train"),
-                    test_split=_entry_get(e, "test_split", default="test"),
-                    val_split=_entry_get(e, "val_split", "validation_split", default=None),
-                    metric=_entry_get(e, "metric", default="top1"),
-                    hub=True,
-                )
-            )
-        elif name in local_registry or ":" in name or Path(name).exists():
-            plans.append(DatasetPlan(name, name, "train", "test", None, "top1", hub=False))
-        else:
-            known = sorted({*downstream, *local_registry})
+        base = name.split(":", 1)[0] if not Path(name).exists() else name
+        spec = known.get(base.lower())
+        if spec is None and not (Path(base).expanduser().exists() or name.lower().startswith("hf:")):
             raise ZooRankError(
-                f"unknown dataset {name!r}; known: 'ten', {', '.join(known) or '(none registered)'}, "
-                "or a local spec (a parquet file or folder, 'parquet:PATH')."
+                f"unknown dataset {name!r}; known: ten (= {', '.join(data.DOWNSTREAM)}), "
+                f"{', '.join(data.BUILTIN)}; or a parquet file, a folder of them, an image folder, hf:org/name."
             )
+        if spec is not None and spec.splits and not {"train", "test"} <= set(spec.splits):
+            raise ZooRankError(
+                f"dataset {name!r} has splits {', '.join(spec.splits)}, a probe needs 'train' and 'test'; "
+                "pick a set with both (e.g. cifar10-local, fashion-mnist, digits)."
+            )
+        plans.append(
+            DatasetPlan(
+                name=name,
+                spec=name,
+                train_split="train",
+                test_split="test",
+                val_split="val" if spec is not None and "val" in spec.splits else None,
+                metric=spec.metric if spec is not None else "top1",
+                hub=bool(spec.needs_network) if spec is not None else name.lower().startswith("hf:"),
+            )
+        )
     return plans
 
 
-def _hub_offline() -> bool:
-    import os
+def _preflight_hub(plans: list[DatasetPlan]) -> None:
+    """Open every Hub dataset's splits before any model loads, and fail once, listing all that cannot be
+    reached (offline, `datasets` answers from its cache or fails at once)."""
+    from zoo_rank import data
 
-    flags = (os.environ.get(k, "") for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
-
-
-def _cached_or_none(model: str, plan: DatasetPlan, split: str, n_per_class, seed: int, cache_dir):
-    from zoo_rank import cache
-
-    try:
-        return cache.load_features(
-            model, plan.spec, split=split, n_per_class=n_per_class, seed=seed, cache_dir=cache_dir
-        )
-    except ZooRankError:
-        return None
-
-
-def _preflight_offline(
-    models: list[str], plans: list[DatasetPlan], n_per_class, seed: int, cache_dir
-) -> None:
-    """Fail before loading any model when a Hub dataset is needed while the Hub is unreachable."""
-    if not _hub_offline():
-        return
-    missing = sorted(
-        {
-            p.name
-            for p in plans
-            if p.hub
-            for m in models
-            for s in (p.train_split, p.test_split)
-            if _cached_or_none(m, p, s, n_per_class if s == p.train_split else None, seed, cache_dir) is None
-        }
-    )
-    if missing:
+    failed: dict[str, str] = {}
+    for plan in plans:
+        if not plan.hub or plan.name in failed:
+            continue
+        for split in filter(None, (plan.train_split, plan.val_split, plan.test_split)):
+            try:
+                data.load_images(plan.spec, split=split)
+            except ZooRankError as err:
+                failed[plan.name] = str(err)
+                break
+    if failed:
+        first = next(iter(failed.values())).split("; ")[0][:200]
         raise ZooRankError(
-            f"datasets {', '.join(missing)} must be downloaded from the Hugging Face Hub, but it is offline "
-            "(HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set) and their features are not cached; run online once, "
-            "or probe local specs (a parquet file or folder, 'fashion-mnist', 'digits')."
+            f"datasets {', '.join(failed)} need the Hugging Face Hub, which cannot be reached from here "
+            f"(offline or not cached; first error: {first}); run once with network so they are cached, "
+            "or probe local specs (cifar10-local, fashion-mnist, digits, a parquet folder)."
         )
 
 
@@ -715,7 +712,7 @@ def run_probes(
         for p in plans
         if not (skip_existing and results.result_path(results_dir, kind, m, p.name).exists())
     ]
-    _preflight_offline(sorted({m for m, _ in todo}), [p for _, p in todo], n_per_class, seed, cache_dir)
+    _preflight_hub([p for _, p in todo])
     fit = linear_probe if probe == "logistic" else ridge_probe
     with progress(quiet=quiet, unit="probe") as bar:
         task = bar.add_task("probe", total=len(todo), rate="")

@@ -25,7 +25,8 @@ from typing import Any
 
 from zoo_rank import _console
 from zoo_rank._validation import ZooRankError
-from zoo_rank.leaderboard import Leaderboard, RunResult, board_paths, build_board, write_board
+from zoo_rank.leaderboard import N_BOOT, Leaderboard, RunResult, board_paths, build_board, write_board
+from zoo_rank.probe import PROBES
 
 #: A model spec with this prefix is the architecture after it with random weights: a control row that
 #: every informative score should put last (a backbone that learned nothing transfers worst).
@@ -109,21 +110,23 @@ def _transform_text(data_config: dict[str, Any]) -> str:
     )
 
 
-def _versions() -> dict[str, str]:
-    import timm
-
-    from zoo_rank import results
-
-    return {**results.versions(), "timm": timm.__version__}
-
-
 def _device_text(meta: dict[str, Any]) -> str:
-    dev = meta.get("device")
-    if dev:
-        return str(dev)
+    """'cpu (x86_64, 2 threads)' / 'cuda:0 (NVIDIA H100 80GB HBM3)' from extraction metadata."""
     import torch
 
-    return f"cpu ({torch.get_num_threads()} threads)"
+    dev, name = meta.get("device", "?"), meta.get("device_name")
+    extra = [name] if name else []
+    if str(dev).startswith("cpu"):
+        extra.append(f"{torch.get_num_threads()} threads")
+    return f"{dev} ({', '.join(extra)})" if extra else str(dev)
+
+
+def _manifest_text(manifest: dict[str, Any] | None) -> str | None:
+    if not manifest:
+        return None
+    n = manifest.get("n_per_class")
+    subset = "all images" if n is None else f"{n} per class, seed {manifest.get('seed')}"
+    return f"{manifest.get('digest')} ({subset})"
 
 
 def _load_data(spec: str | None, split: str | None, notes: list[str]):
@@ -183,15 +186,17 @@ def _run_model(
     metrics: list[str],
     n_per_class: int | None,
     probe_n_per_class: int | None,
+    probe_method: str,
     seed: int,
     extract_kw: dict[str, Any],
     base_conditions: dict[str, Any],
 ) -> RunResult:
     """Extract, score and probe one model; raises on failure (the caller turns it into an error row)."""
+    from zoo_rank import results
     from zoo_rank.extract import extract_features
     from zoo_rank.metrics import compute_metrics
     from zoo_rank.models import create_backbone
-    from zoo_rank.probe import linear_probe
+    from zoo_rank.probe import linear_probe, ridge_probe
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -225,11 +230,22 @@ def _run_model(
         test = extract_features(backbone, test_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw)
         timings[f"probe_extract_s:{name}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res = linear_probe(train.features, train.labels, test.features, test.labels, seed=seed)
+        if probe_method == "logistic":
+            res = linear_probe(
+                train.features,
+                train.labels,
+                test.features,
+                test.labels,
+                seed=seed,
+                device=extract_kw["device"],
+            )
+        else:
+            res = ridge_probe(train.features, train.labels, test.features, test.labels, seed=seed)
         timings[f"probe_s:{name}"] = time.perf_counter() - t0
         probes.append(
             {
                 "dataset": name,
+                "method": probe_method,
                 "train_split": train.meta.get("split", "train"),
                 "split": test.meta.get("split", "test"),
                 "top1": float(res.top1),
@@ -237,8 +253,8 @@ def _run_model(
                 "l2": float(res.l2),
                 "n_train": int(res.n_train + res.n_val),
                 "n_test": int(res.n_test),
-                "train_manifest": train.meta.get("manifest"),
-                "test_manifest": test.meta.get("manifest"),
+                "train_manifest": _manifest_text(train.meta.get("manifest")),
+                "test_manifest": _manifest_text(test.meta.get("manifest")),
             }
         )
 
@@ -246,12 +262,14 @@ def _run_model(
     conditions = {
         **base_conditions,
         "split": meta.get("split", images.split),
-        "manifest": meta.get("manifest"),
+        "manifest": _manifest_text(meta.get("manifest")),
         "images": int(feats.features.shape[0]),
         "transform": _transform_text(backbone.data_config),
         "weights": backbone.weights_id,
         "precision": meta.get("precision"),
         "device": _device_text(meta),
+        # Extraction's versions (torch, timm, datasets, ...) plus those of the scoring and probe stack.
+        "versions": {**results.versions(), **meta.get("versions", {})},
     }
     if notes:
         conditions["notes"] = notes
@@ -282,6 +300,7 @@ def rank(
     probe: str | None = None,
     n_per_class: int | None = None,
     probe_n_per_class: int | None = None,
+    probe_method: str = "logistic",
     seed: int = 0,
     precision: str = "auto",
     device: str = "auto",
@@ -290,6 +309,7 @@ def rank(
     out: str | Path = DEFAULT_OUT,
     quiet: bool = False,
     command: str | None = None,
+    n_boot: int = N_BOOT,
 ) -> tuple[Leaderboard, dict[str, Path]]:
     """Rank `models` on `data` and write the leaderboard to OUT.md/.csv/.json/.png (+ OUT.runs/ per model).
 
@@ -302,12 +322,17 @@ def rank(
         dataset specs (each probed train -> test split).
     n_per_class / probe_n_per_class: class-balanced subset sizes for scoring and for each probe split
         (None: DEFAULT_* for the default data, every image otherwise).
+    probe_method: 'logistic' (the paper's protocol: L-BFGS logistic regression, 97 L2 values) or 'ridge'
+        (closed form, quick; not the paper's protocol).
+    n_boot: bootstrap resamples for the correlation intervals on the board.
     Returns the board and the written paths.
     """
     from zoo_rank.leaderboard import check_mode
     from zoo_rank.metrics import resolve_metric_names
 
     check_mode(mode)
+    if probe_method not in PROBES:
+        raise ZooRankError(f"probe method {probe_method!r} is not known; use one of {', '.join(PROBES)}.")
     metric_names = resolve_metric_names(metrics)
     if sort_by is not None and sort_by not in metric_names:
         raise ZooRankError(
@@ -340,13 +365,12 @@ def rank(
         "seed": seed,
         "check": (
             "; ".join(
-                f"linear probe trained on {'the scored subset' if tr is None else f'{n} train'}, tested on {n} "
+                f"{probe_method} linear probe trained on {'the scored subset' if tr is None else f'{n} train'}, tested on {n} "
                 f"{te.split} ({probe_n_per_class if probe_n_per_class is not None else 'all'} per class)"
                 for n, tr, te in probe_sets
             )
             or "none"
         ),
-        "versions": _versions(),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
     }
     if notes:
@@ -373,6 +397,7 @@ def rank(
                     metrics=metric_names,
                     n_per_class=n_per_class,
                     probe_n_per_class=probe_n_per_class,
+                    probe_method=probe_method,
                     seed=seed,
                     extract_kw=extract_kw,
                     base_conditions=base_conditions,
@@ -393,7 +418,9 @@ def rank(
 
     if command is None:
         command = shlex.join(["zoo-rank", *sys.argv[1:]]) if Path(sys.argv[0]).name == "zoo-rank" else ""
-    board = build_board(results, name=out.name, metrics=metric_names, primary=sort_by, command=command)
+    board = build_board(
+        results, name=out.name, metrics=metric_names, primary=sort_by, command=command, n_boot=n_boot
+    )
     return board, write_board(board, out)
 
 

@@ -131,3 +131,17 @@ def write_table(df, stem: str | Path) -> tuple[Path, Path]:
     df.write_csv(csv)
     md.write_text(to_markdown(df) + "\n")
     return csv, md
+
+
+def print_table(df, title: str) -> None:
+    """Show a merged table on stdout (rich), floats to 4 digits."""
+    from rich.table import Table
+
+    from zoo_rank._console import console
+
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column(col)
+    for row in df.iter_rows():
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else "" if v is None else str(v) for v in row))
+    console().print(table)

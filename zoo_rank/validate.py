@@ -175,6 +175,37 @@ def _statistics(s: np.ndarray, t: np.ndarray) -> dict[str, float]:
     }
 
 
+def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of a, b (B, M); NaN where a row is constant."""
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(1) / den
+    return np.where(den > 0, np.clip(r, -1.0, 1.0), math.nan)
+
+
+def _bootstrap(s: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+    """Every statistic on each resample row of s, t (B, M). Pearson, Spearman (Pearson of average
+    ranks, as scipy) and regret are vectorised; Kendall and weighted tau call scipy per row."""
+    from scipy import stats
+
+    out = {
+        "pearson": _rowwise_pearson(s, t),
+        "spearman": _rowwise_pearson(stats.rankdata(s, axis=1), stats.rankdata(t, axis=1)),
+        "kendall": np.full(len(s), math.nan),
+        "weighted_tau": np.full(len(s), math.nan),
+    }
+    degenerate = np.ptp(s, axis=1) == 0
+    degenerate |= np.ptp(t, axis=1) == 0
+    for b in np.flatnonzero(~degenerate):
+        out["kendall"][b] = stats.kendalltau(s[b], t[b])[0]
+        out["weighted_tau"][b] = stats.weightedtau(s[b], t[b])[0]
+    top = s == s.max(1, keepdims=True)
+    out["regret"] = t.max(1) - np.where(top, t, np.inf).min(1)
+    return out
+
+
 def rank_correlations(
     scores: Any,
     targets: Any,
@@ -201,11 +232,7 @@ def rank_correlations(
     if n_boot > 0:
         rng = np.random.default_rng(seed)
         idx = rng.integers(0, len(s), size=(n_boot, len(s)))
-        boot = {k: np.empty(n_boot) for k in (*STATISTICS, "regret")}
-        for b, rows in enumerate(idx):
-            for k, v in _statistics(oriented[rows], t[rows]).items():
-                boot[k][b] = v
-            boot["regret"][b] = selection_regret(oriented[rows], t[rows])
+        boot = _bootstrap(oriented[idx], t[idx])
         alpha = (1.0 - ci_level) / 2.0
         for k, values in boot.items():
             ok = values[np.isfinite(values)]
@@ -334,3 +361,139 @@ def paper_report(tables: dict[str, Any], *, n_boot: int = 1000, seed: int = 0) -
         "correlations": correlations,
         "refused": refused,
     }
+
+
+# ---- the model x dataset grid: metric scores beside probe accuracy, correlations per dataset -------
+
+
+def run_validation(
+    models: list[str],
+    datasets: list[str],
+    *,
+    metrics: list[str] | None = None,
+    probe: str = "logistic",
+    results_dir: str | Path | None = None,
+    skip_existing: bool = True,
+    n_per_class: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    n_boot: int = 1000,
+    quiet: bool = False,
+):
+    """Score every model on every dataset's training features (target mode) and correlate the scores with
+    the probe accuracy of `zoo-rank probe` (one result file per cell, like the probes).
+
+    Needs the probe result of each (model, dataset) in `results_dir`. Returns the merged correlation
+    table (one row per dataset x metric; written as validation.csv / .md in `results_dir`), correlating
+    `METRICS[m].target_sign * score` with the dataset's probe metric over the models.
+    """
+    import polars as pl
+
+    from zoo_rank import extract, results
+    from zoo_rank._console import progress
+    from zoo_rank.metrics import compute_metrics, resolve_metric_names
+    from zoo_rank.probe import resolve_datasets
+
+    results_dir = Path(results_dir) if results_dir is not None else results.DEFAULT_RESULTS_DIR
+    names = resolve_metric_names(metrics)
+    plans = resolve_datasets(datasets)
+    probe_kind = f"probe-{probe}"
+    missing = [
+        (m, p.name)
+        for m in models
+        for p in plans
+        if not results.result_path(results_dir, probe_kind, m, p.name).exists()
+    ]
+    if missing:
+        m, d = missing[0]
+        raise ZooRankError(
+            f"no {probe} probe result for {len(missing)} (model, dataset) cell(s) in {results_dir}, e.g. {m} on {d}; "
+            f"run `zoo-rank probe {' '.join(sorted({c[0] for c in missing}))} --datasets "
+            f"{','.join(sorted({c[1] for c in missing}))} --results-dir {results_dir}` first."
+        )
+    todo = [
+        (m, p)
+        for m in models
+        for p in plans
+        if not (skip_existing and results.result_path(results_dir, "validate", m, p.name).exists())
+    ]
+    with progress(quiet=quiet, unit="cell") as bar:
+        task = bar.add_task("validate", total=len(todo), rate="")
+        for model, plan in todo:
+            target = results.read_result(results.result_path(results_dir, probe_kind, model, plan.name))
+            fs = extract.extract_features(
+                model, plan.spec, split=plan.train_split, n_per_class=n_per_class, seed=seed,
+                device=device, cache_dir=cache_dir, quiet=quiet,
+            )  # fmt: skip
+            scores = compute_metrics(fs.features, fs.labels, names)
+            record = {
+                "kind": "validate",
+                "model": model,
+                "dataset": plan.name,
+                "probe": probe,
+                "target_metric": target["metric"],
+                "target": target["score"],
+                **{f"score_{k}": float(v) for k, v in scores.items()},
+                "n_per_class": n_per_class,
+                "seed": seed,
+                "n_samples": len(fs.labels),
+                "feature_key": fs.meta.get("key"),
+            }
+            results.write_result(results.result_path(results_dir, "validate", model, plan.name), record)
+            bar.update(task, advance=1, rate=plan.name)
+
+    cells = results.merge_results(results_dir, "validate")
+    rows = []
+    for plan in plans:
+        sub = cells.filter(pl.col("dataset") == plan.name, pl.col("model").is_in(models))
+        for name in names:
+            column = f"score_{name}"
+            if column not in sub.columns:
+                continue
+            sub_m = sub.drop_nulls(column)
+            row: dict[str, Any] = {"dataset": plan.name, "metric": name, "n_models": sub_m.height}
+            try:
+                corr = rank_correlations(
+                    sub_m[column].to_numpy(), sub_m["target"].to_numpy(), sign=metric_sign(name, "target"),
+                    n_boot=n_boot, seed=seed,
+                )  # fmt: skip
+            except ZooRankError as err:
+                rows.append({**row, "note": str(err)})
+                continue
+            row.update({"sign": corr.sign, "regret": corr.regret, "note": ""})
+            for stat in STATISTICS:
+                row[stat] = getattr(corr, stat)
+                lo, hi = corr.ci.get(stat, (math.nan, math.nan))
+                row[f"{stat}_ci"] = f"[{lo:.2f}, {hi:.2f}]"
+            rows.append(row)
+    table = pl.DataFrame(rows) if rows else pl.DataFrame()
+    if table.width:
+        results.write_table(table, results_dir / "validation")
+    return table
+
+
+def print_paper_report(report: dict[str, Any]) -> None:
+    """Recomputed MLOG beside the published column, then the correlations per group (rich tables)."""
+    from rich.table import Table
+
+    from zoo_rank._console import console
+
+    t = Table(title=f"MLOG recomputed from Table 1 ({report['source']})")
+    for col in ("model", "group", "MLOG (ours)", "MLOG (published)"):
+        t.add_column(col)
+    for r in report["mlog"]:
+        pub = "" if r["published"] is None else f"{r['published']:.4f}"
+        t.add_row(r["name"], r["group"], f"{r['mlog']:.4f}", pub)
+    console().print(t)
+    c = Table(title="metric vs MLOG, per group (sign * metric)")
+    for col in ("group", "metric", "sign", *STATISTICS, "regret", "published"):
+        c.add_column(col)
+    for r in report["correlations"]:
+        c.add_row(
+            r["group"], r["metric"], f"{r['sign']:+d}", *(f"{r[s]:.3f}" for s in STATISTICS), f"{r['regret']:.4f}",
+            "" if r["published"] is None else json.dumps(r["published"]),
+        )  # fmt: skip
+    console().print(c)
+    for r in report["refused"]:
+        console().print(f"{r['group']} / {r['metric']}: not correlated: {r['reason']}")

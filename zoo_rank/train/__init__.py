@@ -6,6 +6,7 @@
 Each trained model is a timm local-dir folder: `zoo_rank.models.create_backbone("local-dir:PATH")`.
 """
 
+from zoo_rank.train.loop import TrainResult, read_record, run_name, shutdown_distributed, train, train_family
 from zoo_rank.train.losses import (
     FAMILIES,
     CosineRegularisedCrossEntropy,
@@ -13,7 +14,6 @@ from zoo_rank.train.losses import (
     make_loss,
     within_class_cosine,
 )
-from zoo_rank.train.loop import TrainResult, read_record, run_name, shutdown_distributed, train, train_family
 from zoo_rank.train.recipes import RECIPES, Recipe, get_recipe
 from zoo_rank.train.tracking import WithinSplit, spectra, within_class_split
 

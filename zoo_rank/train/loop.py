@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,8 +54,11 @@ class TrainResult:
     recipe: str
     epochs_done: int
     epochs: int
-    test_top1: float | None = None  # on the whole test split, after the last epoch
+    test_top1: float | None = None  # on the test split (recipe.final_test_per_class), after the last epoch
     last_test: dict[str, Any] = field(default_factory=dict)  # the last tracking row of the test split
+    model: nn.Module | None = field(
+        default=None, repr=False
+    )  # the trained timm model, when this call trained
 
     @property
     def completed(self) -> bool:
@@ -72,23 +76,22 @@ _WE_STARTED_DIST = False
 
 
 def _distributed(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device): joins torchrun's process group when its environment says so."""
+    """(rank, world_size, device): joins torchrun's process group when its environment says so.
+
+    The device comes from the project's one picker (`extract.pick_device`: CUDA as cuda:$LOCAL_RANK, then
+    MPS, then CPU); the backend is nccl on CUDA and gloo otherwise.
+    """
     global _WE_STARTED_DIST
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        use_cuda = device != "cpu" and torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    from zoo_rank.extract import pick_device
+
+    dev = pick_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
         _WE_STARTED_DIST = True
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ZooRankError("device='cuda' but torch sees no CUDA device; pass --device cpu or auto.")
-        return rank, world, torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
-    return rank, world, torch.device(device)
+    return rank, world, dev
 
 
 def shutdown_distributed() -> None:
@@ -100,9 +103,14 @@ def shutdown_distributed() -> None:
 
 
 def _seed(seed: int, epoch: int, rank: int) -> None:
-    """Seed everything an epoch draws from (augmentations, dropout, loader workers) from (seed, epoch, rank)."""
+    """Seed everything an epoch draws from, from (seed, epoch, rank) alone, so a resumed epoch replays exactly.
+
+    torch drives torchvision's augmentations, dropout and the loader workers' seeds; Python's `random`
+    drives timm's AutoAugment in the main process (loader workers seed their own `random` from torch).
+    """
     state = np.random.SeedSequence([seed, epoch, rank]).generate_state(2)
     torch.manual_seed(int(state[0]) << 32 | int(state[1]))
+    random.seed(int(state[0]))
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -124,10 +132,6 @@ class _ImageRows(torch.utils.data.Dataset):
         row = int(self.indices[i])
         image = self.dataset[row]["image"]
         return self.transform(image.convert("RGB")), int(self.labels[row])
-
-
-def _labels(images: Any) -> np.ndarray:
-    return np.asarray(images.dataset.with_format("numpy")["label"], dtype=np.int64)
 
 
 def data_config(recipe: Recipe) -> dict[str, Any]:
@@ -186,6 +190,7 @@ class _Data:
     train_labels: np.ndarray
     test_labels: np.ndarray
     track: dict[str, tuple[Any, np.ndarray, np.ndarray]]  # split -> (images, indices, labels)
+    final_test: np.ndarray  # test rows of the accuracy reported after the last epoch
     classes: list[str]
 
 
@@ -194,32 +199,35 @@ def _load_data(recipe: Recipe) -> _Data:
 
     train_images = zdata.load_images(recipe.train_data, recipe.train_split)
     test_images = zdata.load_images(recipe.test_data, recipe.test_split)
-    train_labels, test_labels = _labels(train_images), _labels(test_images)
+    train_labels, test_labels = train_images.labels, test_images.labels
     if recipe.n_per_class is not None:
-        train_indices = np.asarray(zdata.balanced_subset(train_images, recipe.n_per_class, seed=recipe.seed).indices)
+        train_indices = zdata.balanced_subset(train_images, recipe.n_per_class, seed=recipe.seed).indices
     else:
         train_indices = np.arange(len(train_labels))
     # The fixed train subset is drawn from the images actually trained on.
-    rng = np.random.default_rng(recipe.seed)
-    track_train = np.sort(
-        np.concatenate(
-            [
-                rng.permutation(train_indices[train_labels[train_indices] == k])[: recipe.track_train_per_class]
-                for k in np.unique(train_labels[train_indices])
-            ]
-        )
+    picked, _ = zdata.balanced_indices(
+        train_labels[train_indices], recipe.track_train_per_class, seed=recipe.seed
     )
+    track_train = train_indices[picked]
     if recipe.track_test_per_class is None:
         track_test = np.arange(len(test_labels))
     else:
-        track_test = np.asarray(zdata.balanced_subset(test_images, recipe.track_test_per_class, seed=recipe.seed).indices)
+        track_test = zdata.balanced_subset(test_images, recipe.track_test_per_class, seed=recipe.seed).indices
+    if recipe.final_test_per_class is None:
+        final_test = np.arange(len(test_labels))
+    else:
+        final_test = zdata.balanced_subset(test_images, recipe.final_test_per_class, seed=recipe.seed).indices
     return _Data(
         train_images=train_images,
         test_images=test_images,
         train_indices=train_indices,
         train_labels=train_labels,
         test_labels=test_labels,
-        track={"train": (train_images, track_train, train_labels), "test": (test_images, track_test, test_labels)},
+        track={
+            "train": (train_images, track_train, train_labels),
+            "test": (test_images, track_test, test_labels),
+        },
+        final_test=final_test,
         classes=list(train_images.classes),
     )
 
@@ -246,12 +254,52 @@ def create_model(recipe: Recipe, num_classes: int) -> nn.Module:
     return timm.create_model(recipe.model, num_classes=num_classes, **recipe.model_args)
 
 
+def build_optimizer(recipe: Recipe, model: nn.Module, world_size: int = 1) -> torch.optim.Optimizer:
+    """timm's optimizer factory with the recipe's settings (no weight decay on biases and norms, timm's default)."""
+    import timm.optim
+
+    return timm.optim.create_optimizer_v2(
+        model,
+        opt=recipe.opt,
+        lr=recipe.lr(world_size),
+        weight_decay=recipe.weight_decay,
+        momentum=recipe.momentum,
+    )
+
+
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    """timm's scheduler factory, updated every step: linear warm-up from warmup_lr, then cosine or step decay.
+
+    Call `step_update(num_updates)` after every optimizer step and `step(epoch)` after every epoch.
+    """
+    import timm.scheduler
+
+    scheduler, _ = timm.scheduler.create_scheduler_v2(
+        optimizer,
+        sched=recipe.sched,
+        num_epochs=recipe.epochs,
+        decay_epochs=recipe.decay_epochs,
+        decay_rate=recipe.decay_rate,
+        min_lr=recipe.min_lr,
+        warmup_lr=recipe.warmup_lr,
+        warmup_epochs=recipe.warmup_epochs,
+        step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch,
+    )
+    return scheduler
+
+
 # ---- measuring -------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, dataset: torch.utils.data.Dataset, recipe: Recipe, device: torch.device, rank: int, world: int
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    recipe: Recipe,
+    device: torch.device,
+    rank: int,
+    world: int,
 ) -> tuple[Any, dict[str, float]]:
     """ClassStats of the features and top-1/CE of `dataset`, sharded over ranks and all-reduced."""
     from zoo_rank.metrics import ClassStats
@@ -301,7 +349,14 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _export(model: nn.Module, run_dir: Path, recipe: Recipe, loss: FamilyLoss, record: dict[str, Any], classes: list[str]) -> None:
+def _export(
+    model: nn.Module,
+    run_dir: Path,
+    recipe: Recipe,
+    loss: FamilyLoss,
+    record: dict[str, Any],
+    classes: list[str],
+) -> None:
     """Write config.json + model.safetensors (timm local-dir) with the recipe and the knob recorded."""
     from timm.models import save_for_hf
 
@@ -324,7 +379,9 @@ def _export(model: nn.Module, run_dir: Path, recipe: Recipe, loss: FamilyLoss, r
     tmp.rmdir()
 
 
-def _record(recipe: Recipe, loss: FamilyLoss, epoch: int, world: int, extra: dict[str, Any]) -> dict[str, Any]:
+def _record(
+    recipe: Recipe, loss: FamilyLoss, epoch: int, world: int, extra: dict[str, Any]
+) -> dict[str, Any]:
     import timm
 
     from zoo_rank import __version__
@@ -345,7 +402,9 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     """config.json["zoo_rank"] of a trained model: family, value, recipe, epoch, test_top1, ..."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise ZooRankError(f"{path} not found; train the model first (zoo-rank train ...) or pass a run folder.")
+        raise ZooRankError(
+            f"{path} not found; train the model first (zoo-rank train ...) or pass a run folder."
+        )
     return json.loads(path.read_text()).get("zoo_rank", {})
 
 
@@ -397,7 +456,9 @@ def train(
     data = _load_data(recipe)
     num_classes = len(data.classes)
     train_set = _ImageRows(data.train_images, data.train_indices, data.train_labels, train_transform(recipe))
-    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=recipe.seed)
+    sampler = torch.utils.data.DistributedSampler(
+        train_set, num_replicas=world, rank=rank, shuffle=True, seed=recipe.seed
+    )
     # Dropping the last partial batch keeps batch norm away from batches of one.
     drop_last = len(sampler) > recipe.batch_size
     loader = torch.utils.data.DataLoader(
@@ -407,36 +468,22 @@ def train(
         num_workers=recipe.num_workers,
         drop_last=drop_last,
         pin_memory=dev.type == "cuda",
-        persistent_workers=recipe.num_workers > 0,
+        # Fresh workers every epoch take their seeds from that epoch's seeding: exact replay on resume.
+        persistent_workers=False,
     )
     steps_per_epoch = len(loader)
     track_eval = eval_transform(recipe)
     track_sets = {
-        split: _ImageRows(images, indices, labels, track_eval) for split, (images, indices, labels) in data.track.items()
+        split: _ImageRows(images, indices, labels, track_eval)
+        for split, (images, indices, labels) in data.track.items()
     }
 
     model = create_model(recipe, num_classes)
     module = FeaturesAndLogits(model).to(dev)
     if dev.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
-    import timm.optim
-    import timm.scheduler
-
-    optimizer = timm.optim.create_optimizer_v2(
-        model, opt=recipe.opt, lr=recipe.lr(world), weight_decay=recipe.weight_decay, momentum=recipe.momentum
-    )
-    scheduler, _ = timm.scheduler.create_scheduler_v2(
-        optimizer,
-        sched=recipe.sched,
-        num_epochs=recipe.epochs,
-        decay_epochs=recipe.decay_epochs,
-        decay_rate=recipe.decay_rate,
-        min_lr=recipe.min_lr,
-        warmup_lr=recipe.warmup_lr,
-        warmup_epochs=recipe.warmup_epochs,
-        step_on_epochs=False,
-        updates_per_epoch=steps_per_epoch,
-    )
+    optimizer = build_optimizer(recipe, model, world)
+    scheduler = build_scheduler(recipe, optimizer, steps_per_epoch)
     log = TrackingLog.empty()
     start_epoch, num_updates = 0, 0
     if checkpoint is not None:
@@ -447,7 +494,11 @@ def train(
         log = TrackingLog(**checkpoint["logs"])
     else:
         scheduler.step_update(0)  # the warm-up learning rate from the first step
-    ddp = nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else module
+    ddp = (
+        nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if world > 1
+        else module
+    )
     title = f"{recipe.name} {family}={value:g}"
     last_test: dict[str, Any] = next((r for r in reversed(log.tracking) if r["split"] == "test"), {})
     stop = recipe.epochs if stop_after_epoch is None else min(recipe.epochs, stop_after_epoch)
@@ -458,7 +509,8 @@ def train(
             sampler.set_epoch(epoch)
             ddp.train()
             task = bar.add_task(f"{title} epoch {epoch + 1}/{recipe.epochs}", total=steps_per_epoch, rate="")
-            sums = torch.zeros(4, dtype=torch.float64, device=dev)  # loss, CE, cosine distance (batch-weighted), correct
+            # Batch-weighted sums of loss, cross-entropy and cosine distance, and the number correct.
+            sums = torch.zeros(4, dtype=torch.float64, device=dev)
             seen, started = 0, time.perf_counter()
             for x, y in loader:
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
@@ -474,7 +526,12 @@ def train(
                 scheduler.step_update(num_updates=num_updates)
                 b = len(y)
                 sums += torch.stack(
-                    [parts.loss.detach() * b, parts.cross_entropy * b, parts.cosine_distance * b, (logits.argmax(1) == y).sum()]
+                    [
+                        parts.loss.detach() * b,
+                        parts.cross_entropy * b,
+                        parts.cosine_distance * b,
+                        (logits.argmax(1) == y).sum(),
+                    ]
                 ).double()
                 seen += b
                 elapsed = time.perf_counter() - started
@@ -513,11 +570,27 @@ def train(
                             last_test = row
             extra: dict[str, Any] = {}
             if done == recipe.epochs:
-                test_set = _ImageRows(data.test_images, np.arange(len(data.test_labels)), data.test_labels, track_eval)
+                test_set = _ImageRows(data.test_images, data.final_test, data.test_labels, track_eval)
                 _, test = _evaluate(module, test_set, recipe, dev, rank, world)
                 extra = {"test_top1": test["top1"], "test_loss": test["loss"], "test_images": len(test_set)}
             if rank == 0:
-                _save_epoch(run_dir, module, optimizer, scheduler, recipe, loss_fn, done, num_updates, world, log, extra, data.classes, title)
+                # Figures once per call (they cost seconds); the tables every epoch.
+                _save_epoch(
+                    run_dir,
+                    module,
+                    optimizer,
+                    scheduler,
+                    recipe,
+                    loss_fn,
+                    done,
+                    num_updates,
+                    world,
+                    log,
+                    extra,
+                    data.classes,
+                    title,
+                    plots=done == stop,
+                )
                 if not quiet:
                     _print_epoch(title, log, done, recipe.epochs)
             if world > 1:
@@ -534,6 +607,7 @@ def train(
         epochs=recipe.epochs,
         test_top1=record.get("test_top1"),
         last_test=last_test,
+        model=model,
     )
 
 
@@ -558,6 +632,8 @@ def _save_epoch(
     extra: dict[str, Any],
     classes: list[str],
     title: str,
+    *,
+    plots: bool,
 ) -> None:
     model = module.model
     _export(model, run_dir, recipe, loss_fn, _record(recipe, loss_fn, done, world, extra), classes)
@@ -575,7 +651,7 @@ def _save_epoch(
         "logs": log.state(),
     }
     _atomic_torch_save(state, run_dir / RESUME_FILE)
-    log.write(run_dir, title)
+    log.write(run_dir, title, plots=plots)
 
 
 def _print_epoch(title: str, log: TrackingLog, done: int, epochs: int) -> None:
@@ -588,18 +664,30 @@ def _print_epoch(title: str, log: TrackingLog, done: int, epochs: int) -> None:
     err_console().print(line, highlight=False)
 
 
-def _load_resume(path: Path, recipe: Recipe, loss_fn: FamilyLoss, resume: bool, device: torch.device, world: int) -> dict[str, Any] | None:
+def _load_resume(
+    path: Path, recipe: Recipe, loss_fn: FamilyLoss, resume: bool, device: torch.device, world: int
+) -> dict[str, Any] | None:
     """The resume checkpoint when resuming, after checking it belongs to this recipe and knob."""
     if not path.is_file():
         if not resume and (path.parent / "config.json").is_file():
-            raise ZooRankError(f"{path.parent} already holds a trained model; pass --resume to continue it or choose another --out.")
+            raise ZooRankError(
+                f"{path.parent} already holds a trained model; pass --resume to continue it or choose another --out."
+            )
         return None
     if not resume:
-        raise ZooRankError(f"{path.parent} already holds a run; pass --resume to continue it or choose another --out.")
+        raise ZooRankError(
+            f"{path.parent} already holds a run; pass --resume to continue it or choose another --out."
+        )
     checkpoint = torch.load(path, map_location=device, weights_only=True)
     if checkpoint.get("format") != _RESUME_FORMAT:
-        raise ZooRankError(f"{path} has checkpoint format {checkpoint.get('format')}, expected {_RESUME_FORMAT}; start a new --out.")
-    if checkpoint["recipe"] != recipe.to_dict() or checkpoint["family"] != loss_fn.family or not math.isclose(checkpoint["value"], loss_fn.value):
+        raise ZooRankError(
+            f"{path} has checkpoint format {checkpoint.get('format')}, expected {_RESUME_FORMAT}; start a new --out."
+        )
+    if (
+        checkpoint["recipe"] != recipe.to_dict()
+        or checkpoint["family"] != loss_fn.family
+        or not math.isclose(checkpoint["value"], loss_fn.value)
+    ):
         changed = sorted(k for k, v in recipe.to_dict().items() if checkpoint["recipe"].get(k) != v)
         raise ZooRankError(
             f"{path} was written by another recipe or knob (differs in: {', '.join(changed) or 'family/value'}); "
@@ -608,7 +696,9 @@ def _load_resume(path: Path, recipe: Recipe, loss_fn: FamilyLoss, resume: bool, 
     if checkpoint["world_size"] != world:
         from zoo_rank._console import warn
 
-        warn(f"resuming a {checkpoint['world_size']}-process run with {world} processes: the data order changes from here on.")
+        warn(
+            f"resuming a {checkpoint['world_size']}-process run with {world} processes: the data order changes from here on."
+        )
     return checkpoint
 
 
@@ -631,5 +721,33 @@ def train_family(
     if not dist.is_initialized() or dist.get_rank() == 0:
         from zoo_rank.train.tracking import plot_family
 
-        plot_family([r.run_dir for r in results], [run_name(family, r.value) for r in results], Path(out_dir) / f"{family}.png")
+        plot_family(
+            [r.run_dir for r in results],
+            [run_name(family, r.value) for r in results],
+            Path(out_dir) / f"{family}.png",
+        )
     return results
+
+
+def print_results(results: list[TrainResult]) -> None:
+    """A rich table of trained family members (rank 0 only under torchrun)."""
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
+    from rich.table import Table
+
+    from zoo_rank._console import console
+
+    table = Table(title="trained models (zoo entries: local-dir:FOLDER)")
+    for column in ("model", "epochs", "test top-1", "VCI", "cos-dist", "folder"):
+        table.add_column(column, justify="left" if column in ("model", "folder") else "right")
+    for r in results:
+        last = r.last_test
+        table.add_row(
+            run_name(r.family, r.value),
+            f"{r.epochs_done}/{r.epochs}",
+            "" if r.test_top1 is None else f"{r.test_top1:.4f}",
+            f"{last['vci']:.4f}" if "vci" in last else "",
+            f"{last['cosine_similarity']:.4f}" if "cosine_similarity" in last else "",
+            str(r.run_dir),
+        )
+    console().print(table)

@@ -93,7 +93,9 @@ class CosineRegularisedCrossEntropy(FamilyLoss):
 
     def __init__(self, lam: float) -> None:
         if not lam >= 0:
-            raise ZooRankError(f"lambda must be >= 0, got {lam}; pass e.g. --values 2.5,5,10 (0 is plain cross-entropy).")
+            raise ZooRankError(
+                f"lambda must be >= 0, got {lam}; pass e.g. --values 2.5,5,10 (0 is plain cross-entropy)."
+            )
         self.value = float(lam)
 
     def __call__(self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> LossParts:
@@ -112,5 +114,7 @@ FAMILIES: dict[str, Callable[[float], FamilyLoss]] = {
 def make_loss(family: str, value: float) -> FamilyLoss:
     """The loss of one family member: `make_loss("tau", 0.5)` or `make_loss("lambda", 5.0)`."""
     if family not in FAMILIES:
-        raise ZooRankError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)} (e.g. --family tau).")
+        raise ZooRankError(
+            f"unknown family {family!r}; expected one of {', '.join(FAMILIES)} (e.g. --family tau)."
+        )
     return FAMILIES[family](value)

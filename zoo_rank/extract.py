@@ -1,0 +1,542 @@
+"""The extraction loop: device, precision, batching, sharding under torchrun, resume through the cache.
+
+One call, `extract_features(model, data)`, returns penultimate features (timm's
+``forward_head(forward_features(x), pre_logits=True)``) of a labelled image set, computing only what the
+cache does not hold yet:
+
+- one device picker (CUDA, then MPS, then CPU; ``cuda:$LOCAL_RANK`` under torchrun);
+- precision "auto" is bf16 autocast + channels_last where the hardware has native bf16 (CUDA with bf16,
+  x86 CPUs with AVX512-BF16 or AMX), else fp32; "fp32" is the plain reference path. Features are float32;
+- a DataLoader whose workers decode and transform whole batches while the model runs; pinned memory on
+  CUDA; an out-of-memory error halves the batch and the run goes on;
+- under torchrun (WORLD_SIZE > 1) each rank extracts one contiguous block of the manifest (gloo on CPU,
+  nccl on CUDA), rank 0 gathers the blocks and commits ONE cache entry, every rank returns it;
+- results go to per-block shards as they come (every `shard_size` images or SHARD_SECONDS), so a killed
+  run resumes where it stopped; the committed entry is written atomically (zoo_rank.cache).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo_rank import __version__
+from zoo_rank._console import err_console, progress, warn
+from zoo_rank._device import pick_device, resolve_precision
+from zoo_rank._validation import ZooRankError
+from zoo_rank.cache import Entry, FeatureSet, Request, cache_root, resolve_request
+
+DEFAULT_BATCH_SIZE = {"cuda": 256, "mps": 64, "cpu": 32}
+# A killed run loses at most this much work (or `shard_size` images, whichever comes first).
+SHARD_SECONDS = 60.0
+
+
+# ---- workers ------------------------------------------------------------------------------------
+
+
+def default_num_workers(device: torch.device) -> int:
+    """DataLoader workers: the CPUs this process may use (split between local torchrun ranks), at most 8.
+
+    On CPU one core is left to the model's own threads (2 cores -> 1 worker that decodes ahead while the
+    model runs); on an accelerator every core can decode.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        cpus = os.cpu_count() or 1
+    cpus = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    return min(8, cpus - 1 if device.type == "cpu" else cpus)
+
+
+# ---- data loading ---------------------------------------------------------------------------------
+
+
+class _ImageRows(torch.utils.data.Dataset):
+    """Rows of a `datasets.Dataset` as (image tensor (3,H,W), label, row); decodes a whole batch per call."""
+
+    def __init__(self, dataset: Any, rows: np.ndarray, transform: Any):
+        self.dataset = dataset
+        self.rows = rows
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _items(self, rows: list[int]) -> list[tuple[torch.Tensor, int, int]]:
+        batch = self.dataset[rows]  # one arrow take + decode for the batch, not one lookup per image
+        out = []
+        for img, label, row in zip(batch["image"], batch["label"], rows, strict=True):
+            if img.mode != "RGB":  # grayscale, palette, CMYK, RGBA: the backbones expect 3 channels
+                img = img.convert("RGB")
+            out.append((self.transform(img), int(label), row))
+        return out
+
+    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int, int]]:
+        return self._items([int(self.rows[i]) for i in idx])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        return self._items([int(self.rows[i])])[0]
+
+
+def _collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    images, labels, rows = zip(*items, strict=True)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64), torch.tensor(rows, dtype=torch.int64)
+
+
+# ---- the model side -------------------------------------------------------------------------------
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+class _Forward:
+    """Backbone features of a batch on `device` in `precision`; halves the micro-batch on out-of-memory.
+
+    __call__: (B, 3, H, W) float tensor (CPU) -> (B, p) float32 tensor (CPU).
+    """
+
+    def __init__(self, backbone: Any, device: torch.device, precision: str, batch_size: int, *, quiet: bool):
+        self.backbone = backbone
+        self.device = device
+        self.bf16 = precision == "bf16"
+        # channels_last lets oneDNN / cuDNN pick their fast bf16 convolution kernels; fp32 stays the
+        # untouched reference layout.
+        self.channels_last = self.bf16
+        self.micro = batch_size
+        self.quiet = quiet
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = []
+        start = 0
+        while start < len(x):
+            size = self.micro
+            try:
+                chunk = x[start : start + size].to(self.device, non_blocking=True)
+                if self.channels_last:
+                    chunk = chunk.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    feats = self.backbone.features(chunk)
+                out.append(feats.float().cpu())
+                start += size
+            except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError
+                if not _is_oom(err) or size == 1:
+                    raise
+                self.micro = size // 2
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if not self.quiet:
+                    warn(f"out of memory at batch size {size}; going on with {self.micro}.")
+        return torch.cat(out)
+
+
+@contextlib.contextmanager
+def _on_device(backbone: Any, device: torch.device, channels_last: bool) -> Iterator[None]:
+    """Move the backbone's model to `device` (and channels_last) for the run; put it back afterwards."""
+    model = backbone.model
+    param = next(model.parameters(), None)
+    home = param.device if param is not None else torch.device("cpu")
+    model.eval().to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
+        model.to(home)
+
+
+# ---- torchrun -------------------------------------------------------------------------------------
+
+
+def _process_group(device: torch.device) -> tuple[int, int]:
+    """(rank, world size): the live process group, one started now from torchrun's env vars, or (0, 1).
+
+    A group started here stays up for later calls (one CLI run extracts several models): tearing it down
+    and starting another on torchrun's store races with the stale rendezvous keys of the first.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
+        atexit.register(_destroy_process_group)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _broadcast(obj: Any, world: int) -> Any:
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather(obj: Any, rank: int, world: int) -> list | None:
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * world if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def rank_block(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Manifest positions [first, end) that `rank` of `world` extracts: contiguous, sizes differ by <= 1."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+# ---- the loop -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Block:
+    """What one rank holds for its block: rows (n,), labels (n,), features (n, p), and how it went."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    features: np.ndarray
+    timings: dict
+
+
+def _resume(
+    entry: Entry, block_rows: np.ndarray, first: int, end: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Rows, labels, features already in shards for this block, deduplicated; None when there are none."""
+    found = entry.read_shards(first, end)
+    if found is None:
+        return None
+    rows, labels, feats = found
+    keep = np.isin(rows, block_rows)
+    rows, labels, feats = rows[keep], labels[keep], feats[keep]
+    rows, first_seen = np.unique(rows, return_index=True)
+    if len(rows) == 0:
+        return None
+    return rows, labels[first_seen], feats[first_seen]
+
+
+def _extract_block(
+    request: Request,
+    entry: Entry,
+    first: int,
+    end: int,
+    forward: _Forward,
+    *,
+    batch_size: int,
+    num_workers: int,
+    shard_size: int,
+    quiet: bool,
+) -> _Block:
+    """Features of manifest positions [first, end): resumed from shards, the rest computed and sharded."""
+    block_rows = request.rows[first:end]
+    t_start = time.perf_counter()
+    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    resumed = _resume(entry, block_rows, first, end)
+    if resumed is not None:
+        pieces.append(resumed)
+    missing = first + np.flatnonzero(~np.isin(block_rows, resumed[0] if resumed else []))
+    n_done = end - first - len(missing)
+    data_wait = model_s = 0.0
+    if len(missing):
+        dataset = _ImageRows(request.images.dataset, request.rows[missing], request.backbone.transform)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            pin_memory=forward.device.type == "cuda",
+            # Deep enough that a slow image or two never stalls the model.
+            prefetch_factor=4 if num_workers > 0 else None,
+        )
+        buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        buf_first, buf_n, pos = int(missing[0]), 0, 0
+        last_flush = time.perf_counter()
+
+        def flush() -> None:
+            nonlocal buffer, buf_n, last_flush
+            r, lab, f = (np.concatenate(c) for c in zip(*buffer, strict=True))
+            entry.write_shard(buf_first, int(missing[pos - 1]) + 1, r, lab, f)
+            pieces.append((r, lab, f))
+            buffer, buf_n, last_flush = [], 0, time.perf_counter()
+
+        with progress(quiet=quiet) as bar:
+            task = bar.add_task(
+                f"extract {request.backbone.name}", total=end - first, completed=n_done, rate=""
+            )
+            t_comp0 = time.perf_counter()
+            t0 = time.perf_counter()
+            for images, labels, rows in loader:
+                t1 = time.perf_counter()
+                data_wait += t1 - t0
+                feats = forward(images)
+                t0 = time.perf_counter()
+                model_s += t0 - t1
+                if not buffer:
+                    buf_first = int(missing[pos])
+                buffer.append((rows.numpy(), labels.numpy(), feats.numpy()))
+                buf_n += len(rows)
+                pos += len(rows)
+                if buf_n >= shard_size or time.perf_counter() - last_flush >= SHARD_SECONDS:
+                    flush()
+                rate = (pos) / max(time.perf_counter() - t_comp0, 1e-9)
+                bar.update(task, advance=len(rows), rate=f"{rate:.0f} img/s")
+            if buffer:
+                flush()
+    if pieces:
+        rows, labels, feats = (np.concatenate(c) for c in zip(*pieces, strict=True))
+        order = np.argsort(rows, kind="stable")
+        rows, labels, feats = rows[order], labels[order], feats[order]
+    else:  # an empty block (more ranks than images)
+        rows, labels, feats = np.empty(0, np.int64), np.empty(0, np.int64), None
+    wall = time.perf_counter() - t_start
+    timings = {
+        "seconds": wall,
+        "n_computed": len(missing),
+        "n_resumed": int(n_done),
+        "data_wait_s": data_wait,
+        "model_s": model_s,
+        "images_per_s": len(missing) / wall if len(missing) else None,
+        "batch_size": forward.micro,
+    }
+    return _Block(rows=rows, labels=labels, features=feats, timings=timings)
+
+
+def _versions() -> dict[str, str]:
+    import datasets
+    import polars
+    import timm
+
+    return {
+        "zoo_rank": __version__,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "datasets": datasets.__version__,
+        "polars": polars.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return platform.processor() or platform.machine()
+    return device.type
+
+
+def _commit(entry: Entry, request: Request, blocks: list[_Block], meta: dict) -> FeatureSet:
+    """Merge the ranks' blocks into one entry; every manifest row exactly once, or an error."""
+    parts = [b for b in blocks if b.features is not None]
+    rows = np.concatenate([b.rows for b in parts])
+    labels = np.concatenate([b.labels for b in parts])
+    feats = np.concatenate([b.features for b in parts])
+    rows, first_seen = np.unique(rows, return_index=True)
+    labels, feats = labels[first_seen], feats[first_seen]
+    if not np.array_equal(rows, request.rows):
+        missing = np.setdiff1d(request.rows, rows)
+        raise ZooRankError(
+            f"merged extraction has {len(rows)} rows, the manifest {len(request.rows)} ({len(missing)} missing, "
+            f"first {missing[:5].tolist()}); rerun the same command to fill them in."
+        )
+    bad = int((~np.isfinite(feats).all(axis=1)).sum())
+    if bad:
+        warn(
+            f"{bad} of {len(rows)} feature rows contain NaN/Inf ({request.backbone.name}); try --precision fp32."
+        )
+    timings = [b.timings for b in blocks]
+    computed = sum(t["n_computed"] for t in timings)
+    wall = max(t["seconds"] for t in timings)
+    meta["timings"] = {
+        "seconds": wall,
+        "n_computed": computed,
+        "n_resumed": sum(t["n_resumed"] for t in timings),
+        "images_per_s": computed / wall if computed and wall > 0 else None,
+        "data_wait_s": sum(t["data_wait_s"] for t in timings),
+        "model_s": sum(t["model_s"] for t in timings),
+        "per_rank": timings,
+    }
+    meta["batch_size"] = min(t["batch_size"] for t in timings)
+    return entry.commit(rows, labels, feats, meta)
+
+
+def _share(fs: FeatureSet | None, entry: Entry, request: Request, rank: int, world: int) -> FeatureSet:
+    """Every rank returns the committed entry: read from the shared cache folder, or sent by rank 0."""
+    if world == 1:
+        assert fs is not None
+        return fs
+    import torch.distributed as dist
+
+    visible = [None] * world
+    dist.all_gather_object(visible, entry.path.exists())
+    if all(visible):
+        return fs if rank == 0 else entry.read(request.rows)  # type: ignore[return-value]
+    return _broadcast(fs, world)  # no shared file system: rank 0 sends it
+
+
+def class_stats(fs: FeatureSet):
+    """zoo_rank.metrics.ClassStats of a whole entry, computed once across torchrun ranks.
+
+    Under torch.distributed each rank adds only its block of rows (`rank_block`) and the statistics are
+    all-reduced, so every rank gets the totals; a single process simply reads them all.
+    """
+    import torch.distributed as dist
+
+    from zoo_rank.metrics import ClassStats
+
+    rank, world = (
+        (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    )
+    first, end = rank_block(len(fs.labels), rank, world)
+    stats = ClassStats(dim=fs.features.shape[1])
+    if end > first:
+        stats.update(fs.features[first:end], fs.labels[first:end])
+    return stats.all_reduce() if world > 1 else stats
+
+
+def extract_features(
+    model: Any,
+    data: Any,
+    *,
+    split: str | None = None,
+    n_per_class: int | None = None,
+    seed: int = 0,
+    precision: str = "auto",
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    skip_existing: bool = True,
+    quiet: bool = False,
+    manifest: Any = None,
+    shard_size: int | None = None,
+) -> FeatureSet:
+    """Penultimate features of `model` on `data`, from the cache when present, else extracted and cached.
+
+    model: a spec for zoo_rank.models.create_backbone ("pip:efficientnet-lite0", "resnet50.a1_in1k", ...)
+    or a Backbone. data: a spec for zoo_rank.data.load_images (with `split`) or an ImageSet.
+    n_per_class/seed: a class-balanced subset (zoo_rank.data.balanced_subset); None means every image.
+    manifest: a Manifest (or its JSON path) that fixes the rows instead.
+    precision: "auto" (bf16 + channels_last where native, else fp32), "bf16" or "fp32".
+    skip_existing=False recomputes (drops the entry and its shards first).
+    shard_size: images per resume shard (default: about 64 MB of features, 1024..16384 images).
+
+    Returns FeatureSet: features (N, p) float32, labels (N,) int64, rows (N,) dataset rows, meta.
+    Under torchrun every rank extracts its block and returns the merged entry.
+    """
+    request = resolve_request(model, data, split=split, n_per_class=n_per_class, seed=seed, manifest=manifest)
+    dev = pick_device(device)
+    prec = resolve_precision(precision, dev)
+    key = request.key(prec)
+    entry = Entry(cache_root(cache_dir), key.digest())
+    backbone = request.backbone
+    bs = int(batch_size or DEFAULT_BATCH_SIZE.get(dev.type, 32))
+    if bs < 1:
+        raise ZooRankError(f"batch_size={bs}; pass a positive batch size or leave it unset.")
+    workers = default_num_workers(dev) if num_workers is None else int(num_workers)
+    if shard_size is None:
+        shard_size = int(min(16384, max(1024, 2**26 // (4 * max(1, int(backbone.num_features))))))
+    t_call = time.perf_counter()
+
+    rank, world = _process_group(dev)
+    quiet_here = quiet or rank != 0
+    fs: FeatureSet | None = None
+    with entry.lock(quiet=quiet_here) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            if not skip_existing:
+                entry.clear()
+            fs = entry.read_valid(request.rows)
+        done = _broadcast(fs is not None, world)
+        if not done:
+            first, end = rank_block(len(request.rows), rank, world)
+            forward = _Forward(backbone, dev, prec, bs, quiet=quiet_here)
+            with _on_device(backbone, dev, forward.channels_last), torch.inference_mode():
+                block = _extract_block(
+                    request,
+                    entry,
+                    first,
+                    end,
+                    forward,
+                    batch_size=bs,
+                    num_workers=workers,
+                    shard_size=max(1, int(shard_size)),
+                    quiet=quiet_here,
+                )
+            blocks = _gather(block, rank, world)
+            if rank == 0:
+                assert blocks is not None
+                meta = {
+                    "model": backbone.name,
+                    "weights_id": backbone.weights_id,
+                    "model_meta": getattr(backbone, "meta", {}),
+                    "data_config": backbone.data_config,
+                    "dataset": request.images.name,
+                    "split": request.images.split,
+                    "fingerprint": request.images.fingerprint,
+                    "classes": list(request.images.classes),
+                    "n_classes": len(request.images.classes),
+                    "manifest": request.manifest,
+                    "request": request.asked,
+                    "precision": prec,
+                    "channels_last": forward.channels_last,
+                    "device": str(dev),
+                    "device_name": _device_name(dev),
+                    "world_size": world,
+                    "num_workers": workers,
+                    "versions": _versions(),
+                    "key_fields": asdict(key),
+                }
+                fs = _commit(entry, request, blocks, meta)
+                if not quiet:
+                    t = fs.meta["timings"]
+                    rate = t["images_per_s"]
+                    bound = "data" if t["data_wait_s"] > t["model_s"] else "model"
+                    tail = f", {rate:.0f} img/s, {bound}-bound" if rate else ""
+                    err_console().print(
+                        f"{backbone.name}: {fs.features.shape[0]} x {fs.features.shape[1]} in "
+                        f"{time.perf_counter() - t_call:.1f} s{tail} -> {entry.path}",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
+    return _share(fs, entry, request, rank, world)
+
+
+__all__ = [
+    "FeatureSet",
+    "Request",
+    "class_stats",
+    "default_num_workers",
+    "extract_features",
+    "pick_device",
+    "rank_block",
+    "resolve_precision",
+    "resolve_request",
+]
