@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo_rank import data  # noqa: E402
+from zoo_rank import data
 
 
 def timed(fn, *args, **kwargs):

@@ -80,7 +80,7 @@ SCALES = {
         ),
         source_per_class=150,
         downstream={"cifar10-local": (40, 40), "digits": (40, None)},
-        l2_grid_size=25,
+        l2_grid_size=13,
         n_boot=500,
         notes=["tiny: 3 values per family, 400 training images, 2 epochs -- a smoke test, not evidence"],
     ),
@@ -141,13 +141,15 @@ def features(
 ):
     from zoo_rank.extract import extract_features
 
-    # fp32: the source metrics are pseudo-inverses of covariances; keep bf16 rounding out of them.
+    # fp32: the source metrics are pseudo-inverses of covariances; keep bf16 rounding out of them. Large
+    # batches: these 32 px networks do little work per image, and small batches leave 2 shared cores idle.
     return extract_features(
         backbone,
         spec,
         split=split,
         n_per_class=n_per_class,
         precision="fp32",
+        batch_size=256,
         cache_dir=cache_dir,
         quiet=quiet,
     )

@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from _extract_helpers import tiny_backbone, tiny_images  # noqa: E402
+import numpy as np
+import torch.distributed as dist
+from _extract_helpers import tiny_backbone, tiny_images
 
-from zoo_rank.extract import class_stats, extract_features, rank_block  # noqa: E402
+from zoo_rank.extract import class_stats, extract_features, rank_block
 
 
 def main() -> None:

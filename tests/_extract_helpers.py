@@ -74,3 +74,16 @@ def direct_features(backbone, image_set, rows) -> np.ndarray:
     x = torch.stack([backbone.transform(image_set.dataset[int(r)]["image"]) for r in rows])
     with torch.inference_mode():
         return backbone.model.forward_head(backbone.model.forward_features(x), pre_logits=True).numpy()
+
+
+def tiny_specs(folder: Path) -> tuple[str, str]:
+    """(model spec, data spec) strings for the CLI and load_features: a timm local-dir export of the tiny
+    backbone and the tiny images as a parquet file in the datasets layout."""
+    import timm
+
+    model_dir, data_file = folder / "tiny-model", folder / "tiny.parquet"
+    if not model_dir.is_dir():
+        timm.models.save_for_hf(tiny_backbone().model, model_dir, safe_serialization=True)
+    if not data_file.is_file():
+        tiny_images().dataset.to_parquet(str(data_file))
+    return f"local-dir:{model_dir}", str(data_file)

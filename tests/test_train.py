@@ -430,8 +430,9 @@ def test_create_backbone_accepts_trained_model(full_run):
 @pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_reproduce_sec63_tiny(shared_data, tmp_path):
+def test_reproduce_sec63_tiny(shared_data, cache_dir, tmp_path):
     import importlib.util
+    import sys
 
     from scipy import stats
 
@@ -440,6 +441,7 @@ def test_reproduce_sec63_tiny(shared_data, tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_sec63.py"
     spec = importlib.util.spec_from_file_location("reproduce_sec63", script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script is executed
     spec.loader.exec_module(module)
     board = tmp_path / "paper-reproduction.md"
     report = module.main(["--tiny", "--out", str(tmp_path / "out"), "--board", str(board), "--quiet"])

@@ -206,3 +206,55 @@ def test_bad_tables_files(tmp_path, change, match):
         load_paper_tables(path)
     with pytest.raises(ZooRankError, match="does not exist"):
         load_paper_tables(tmp_path / "missing.json")
+
+
+# ---- the model x dataset grid --------------------------------------------------------------------
+
+
+def test_run_validation_scores_models_and_correlates_with_probe_accuracy(tmp_path, monkeypatch):
+    import zoo_rank.extract as extract_mod
+    import zoo_rank.probe as probe_mod
+    from zoo_rank import results
+    from zoo_rank.validate import run_validation
+
+    # Four models whose features separate the classes more and more: probe accuracy rises with spread.
+    spreads = {"m0": 0.05, "m1": 0.2, "m2": 0.5, "m3": 2.0}
+
+    class Features:
+        def __init__(self, model, split):
+            rng = np.random.default_rng(0 if split == "train" else 1)
+            means = np.random.default_rng(42).normal(size=(4, 6))
+            self.labels = np.arange(160) % 4
+            self.features = (means[self.labels] * spreads[model] + rng.normal(size=(160, 6))).astype(
+                np.float32
+            )
+            self.meta = {"key": f"{model}-{split}"}
+
+    monkeypatch.setattr(probe_mod, "_features", lambda model, plan, split, *a: Features(model, split))
+    monkeypatch.setattr(
+        extract_mod, "extract_features", lambda model, spec, split=None, **k: Features(model, split)
+    )
+
+    with pytest.raises(ZooRankError, match="run `zoo-rank probe m0 m1 m2 m3 --datasets digits"):
+        run_validation(list(spreads), ["digits"], results_dir=tmp_path, quiet=True)
+    probe_mod.run_probes(list(spreads), ["digits"], probe="ridge", results_dir=tmp_path, quiet=True)
+    table = run_validation(
+        list(spreads),
+        ["digits"],
+        metrics=["vci", "h_score"],
+        probe="ridge",
+        results_dir=tmp_path,
+        n_boot=20,
+        quiet=True,
+    )
+    assert table["metric"].to_list() == ["vci", "h_score"] and table["n_models"].to_list() == [4, 4]
+    cells = results.merge_results(tmp_path, "validate")
+    assert cells.height == 4 and {"score_vci", "score_h_score", "target"} <= set(cells.columns)
+    # The targets are the probe scores; the statistics are scipy's on the oriented scores.
+    ordered = cells.sort("model")
+    acc = ordered["target"].to_numpy()
+    assert acc[-1] > acc[0]
+    vci_row = table.filter(table["metric"] == "vci").row(0, named=True)
+    assert vci_row["sign"] == -1  # target mode: lower VCI (more collapse on the target data) is better
+    assert vci_row["spearman"] == pytest.approx(stats.spearmanr(-ordered["score_vci"].to_numpy(), acc)[0])
+    assert (tmp_path / "validation.csv").is_file()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fnmatch
+import hashlib
 import json
 import os
 import shutil
@@ -47,8 +48,8 @@ except ImportError:  # pragma: no cover - Windows
 
 META_FIELD = "zoo_rank"
 SHARD_FIELD = "zoo_rank_shard"
-# zstd: bf16-extracted features keep 8 mantissa bits, so their float32 bytes compress about 2x; reading
-# stays decode-bound either way (scripts/bench_extract.py --cache measures it against numpy.load).
+# zstd: bf16-extracted features keep 8 mantissa bits, so their float32 bytes compress about 2x; the
+# read-back rows of scripts/bench_extract.py measure the cost against numpy.load.
 COMPRESSION = "zstd"
 
 
@@ -88,8 +89,6 @@ def canonical_json(obj: Any) -> str:
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
@@ -117,7 +116,7 @@ class FeatureSet:
 
 
 def checksum(rows: np.ndarray, labels: np.ndarray, features: np.ndarray) -> str:
-    """CRC-32 over the three columns' bytes (about 5 GB/s: cheap next to parquet decoding)."""
+    """CRC-32 over the three columns' bytes (several GB/s: cheap next to parquet decoding)."""
     crc = 0
     for arr in (rows, labels, features):
         crc = zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B"), crc)
@@ -304,6 +303,17 @@ class Entry:
         self.path.unlink(missing_ok=True)
         shutil.rmtree(self.parts, ignore_errors=True)
 
+    def drop_lock_file(self) -> None:
+        """Delete the lock file unless a process holds it (unlinking a held lock would let a third one in)."""
+        if fcntl is None or not self.lock_path.exists():  # pragma: no cover
+            return
+        with open(self.lock_path, "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            self.lock_path.unlink(missing_ok=True)
+
     @contextlib.contextmanager
     def lock(self, *, quiet: bool = False) -> Iterator[None]:
         """Hold an exclusive advisory lock on the entry; wait (saying so) while another process holds it.
@@ -488,7 +498,7 @@ def remove_entries(
         if hit:
             entry = Entry(info.path.parent.parent, info.key)
             entry.clear()
-            entry.lock_path.unlink(missing_ok=True)
+            entry.drop_lock_file()
             removed.append(info)
     return removed
 
@@ -518,7 +528,9 @@ def entries_table(entries: list[EntryInfo]):
         ("size", "right"),
         ("date", "left"),
     ]:
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        # Short columns never wrap; model and dataset names fold when the terminal is narrow.
+        short = col not in ("model", "dataset", "date")
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=short)  # type: ignore[arg-type]
     for e in entries:
         m = e.meta
         date = str(m.get("created", ""))[:16].replace("T", " ") if e.status == "ok" else e.status

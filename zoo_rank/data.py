@@ -167,22 +167,21 @@ def load_images(spec: str, split: str | None = None) -> ImageSet:
 
 
 def _resolve(spec: str) -> tuple[DatasetSpec, str | None]:
+    """Registry names first (``./name`` reaches a local folder of the same name), then paths, then Hub ids."""
     text = str(spec).strip()
     if text.lower().startswith("hf:"):
         repo, split = _split_suffix(text[3:])
         return _hub_spec(repo), split
-    if Path(text).expanduser().exists():
-        return _local_spec(Path(text)), None
     base, split = _split_suffix(text)
     registry = known_datasets()
     if base.lower() in registry:
         return registry[base.lower()], split
+    if Path(text).expanduser().exists():  # a path that itself contains ':'
+        return _local_spec(Path(text)), None
     if Path(base).expanduser().exists():
         return _local_spec(Path(base)), split
-    looks_like_path = (
-        base.startswith((".", "/", "~")) or base.endswith(".parquet") or os.sep in base.strip("/")
-    )
-    if base.count("/") == 1 and not base.startswith((".", "/", "~")) and not base.endswith(".parquet"):
+    looks_like_path = base.startswith((".", "/", "~")) or base.endswith(".parquet") or base.count("/") > 1
+    if base.count("/") == 1 and not looks_like_path:
         return _hub_spec(base), split
     close = difflib.get_close_matches(base.lower(), list(registry), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""

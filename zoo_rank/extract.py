@@ -73,12 +73,11 @@ class _ImageRows(torch.utils.data.Dataset):
 
     def _items(self, rows: list[int]) -> list[tuple[torch.Tensor, int, int]]:
         batch = self.dataset[rows]  # one arrow take + decode for the batch, not one lookup per image
-        out = []
-        for img, label, row in zip(batch["image"], batch["label"], rows, strict=True):
-            if img.mode != "RGB":  # grayscale, palette, CMYK, RGBA: the backbones expect 3 channels
-                img = img.convert("RGB")
-            out.append((self.transform(img), int(label), row))
-        return out
+        # zoo_rank.data decodes to RGB and the backbone's transform converts any other mode itself.
+        return [
+            (self.transform(img), int(label), row)
+            for img, label, row in zip(batch["image"], batch["label"], rows, strict=True)
+        ]
 
     def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int, int]]:
         return self._items([int(self.rows[i]) for i in idx])
@@ -121,22 +120,26 @@ class _Forward:
         while start < len(x):
             size = self.micro
             try:
-                chunk = x[start : start + size].to(self.device, non_blocking=True)
-                if self.channels_last:
-                    chunk = chunk.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    feats = self.backbone.features(chunk)
-                out.append(feats.float().cpu())
+                out.append(self._features(x[start : start + size]))
                 start += size
+                continue
             except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError
                 if not _is_oom(err) or size == 1:
                     raise
-                self.micro = size // 2
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if not self.quiet:
-                    warn(f"out of memory at batch size {size}; going on with {self.micro}.")
+            # Outside the except block: the traceback no longer pins the failed batch's tensors.
+            self.micro = size // 2
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if not self.quiet:
+                warn(f"out of memory at batch size {size}; going on with {self.micro}.")
         return torch.cat(out)
+
+    def _features(self, chunk: torch.Tensor) -> torch.Tensor:
+        chunk = chunk.to(self.device, non_blocking=True)
+        if self.channels_last:
+            chunk = chunk.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self.backbone.features(chunk).float().cpu()
 
 
 @contextlib.contextmanager
@@ -353,6 +356,34 @@ def _device_name(device: torch.device) -> str:
     return device.type
 
 
+def _entry_meta(
+    request: Request, precision: str, channels_last: bool, device: torch.device, world: int, workers: int
+) -> dict:
+    """What an entry records beside its numbers: model, data, manifest, how and where it was extracted."""
+    backbone, images = request.backbone, request.images
+    return {
+        "model": backbone.name,
+        "weights_id": backbone.weights_id,
+        "model_meta": getattr(backbone, "meta", {}),
+        "data_config": backbone.data_config,
+        "dataset": images.name,
+        "split": images.split,
+        "fingerprint": images.fingerprint,
+        "classes": list(images.classes),
+        "n_classes": len(images.classes),
+        "manifest": request.manifest,
+        "request": request.asked,
+        "precision": precision,
+        "channels_last": channels_last,
+        "device": str(device),
+        "device_name": _device_name(device),
+        "world_size": world,
+        "num_workers": workers,
+        "versions": _versions(),
+        "key_fields": asdict(request.key(precision)),
+    }
+
+
 def _commit(entry: Entry, request: Request, blocks: list[_Block], meta: dict) -> FeatureSet:
     """Merge the ranks' blocks into one entry; every manifest row exactly once, or an error."""
     parts = [b for b in blocks if b.features is not None]
@@ -453,6 +484,10 @@ def extract_features(
     Under torchrun every rank extracts its block and returns the merged entry.
     """
     request = resolve_request(model, data, split=split, n_per_class=n_per_class, seed=seed, manifest=manifest)
+    if len(request.rows) == 0:
+        raise ZooRankError(
+            f"{request.asked['data']!r} selects no images; pass a data spec or manifest with rows."
+        )
     dev = pick_device(device)
     prec = resolve_precision(precision, dev)
     key = request.key(prec)
@@ -493,27 +528,7 @@ def extract_features(
             blocks = _gather(block, rank, world)
             if rank == 0:
                 assert blocks is not None
-                meta = {
-                    "model": backbone.name,
-                    "weights_id": backbone.weights_id,
-                    "model_meta": getattr(backbone, "meta", {}),
-                    "data_config": backbone.data_config,
-                    "dataset": request.images.name,
-                    "split": request.images.split,
-                    "fingerprint": request.images.fingerprint,
-                    "classes": list(request.images.classes),
-                    "n_classes": len(request.images.classes),
-                    "manifest": request.manifest,
-                    "request": request.asked,
-                    "precision": prec,
-                    "channels_last": forward.channels_last,
-                    "device": str(dev),
-                    "device_name": _device_name(dev),
-                    "world_size": world,
-                    "num_workers": workers,
-                    "versions": _versions(),
-                    "key_fields": asdict(key),
-                }
+                meta = _entry_meta(request, prec, forward.channels_last, dev, world, workers)
                 fs = _commit(entry, request, blocks, meta)
                 if not quiet:
                     t = fs.meta["timings"]

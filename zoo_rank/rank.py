@@ -25,7 +25,15 @@ from typing import Any
 
 from zoo_rank import _console
 from zoo_rank._validation import ZooRankError
-from zoo_rank.leaderboard import N_BOOT, Leaderboard, RunResult, board_paths, build_board, write_board
+from zoo_rank.leaderboard import (
+    N_BOOT,
+    Leaderboard,
+    RunResult,
+    board_paths,
+    build_board,
+    format_value,
+    write_board,
+)
 from zoo_rank.probe import PROBES
 
 #: A model spec with this prefix is the architecture after it with random weights: a control row that
@@ -46,8 +54,9 @@ DEFAULT_OUT = Path("leaderboards") / "default"
 # extract 4 x (1000 + 500) images in bf16 within the ~5 minute budget. N = 1000 scored rows against
 # p = 1280 features is below the N >> p regime where VCI is unbiased, which the board says; the ranking
 # is what the check validates.
-DEFAULT_N_PER_CLASS = 100
+DEFAULT_N_PER_CLASS = 200
 DEFAULT_PROBE_N_PER_CLASS = 50
+DEFAULT_PROBE_METHOD = "logistic"
 SAME = "same"  # --probe value: the held-out (test) split of the scored dataset
 
 
@@ -300,7 +309,7 @@ def rank(
     probe: str | None = None,
     n_per_class: int | None = None,
     probe_n_per_class: int | None = None,
-    probe_method: str = "logistic",
+    probe_method: str = DEFAULT_PROBE_METHOD,
     seed: int = 0,
     precision: str = "auto",
     device: str = "auto",
@@ -415,12 +424,25 @@ def rank(
             result.save(paths["runs"])
             results.append(result)
             bar.update(task, advance=1)
+            if not quiet and result.error is None:
+                # One line per model also when stderr is a log file and the bars are off.
+                done = ", ".join(f"{k} {format_value(v)}" for k, v in list(result.metrics.items())[:3])
+                check = "".join(f", probe top-1 {p['top1']:.3f}" for p in result.probes[:1])
+                _console.err_console().print(
+                    f"[{len(results)}/{len(entries)}] {entry.spec}: {done}{check} "
+                    f"({sum(result.timings.values()):.0f} s)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
     if command is None:
         command = shlex.join(["zoo-rank", *sys.argv[1:]]) if Path(sys.argv[0]).name == "zoo-rank" else ""
     board = build_board(
         results, name=out.name, metrics=metric_names, primary=sort_by, command=command, n_boot=n_boot
     )
+    for note in board.notes():
+        if note not in notes:  # the data fallback was said when it happened
+            _console.warn(note)
     return board, write_board(board, out)
 
 
@@ -428,7 +450,7 @@ def print_summary(board: Leaderboard, paths: dict[str, Path]) -> None:
     """The ranked table and the recommendation on stdout, the written files on stderr."""
     from rich.table import Table
 
-    from zoo_rank.leaderboard import arrow, format_value, metric_title
+    from zoo_rank.leaderboard import arrow, metric_title
 
     table = Table(title=f"{board.name}: {board.mode} mode on {board.dataset}", title_justify="left")
     for col in ["rank", "model", *(f"{metric_title(m)} {arrow(board.sign(m))}" for m in board.metrics)]:

@@ -18,7 +18,9 @@ Similarity" baseline (`zoo_rank.metrics.cosine_similarity`), evaluated on the ba
 class, self-pairs included, is weighted by 1/n_c^2 (normalised by the class's count in the batch), and
 each class present counts once. Minimising lambda * (1 - S) pulls features of a class towards one
 direction, so a larger lambda gives a smaller cosine distance (the falling column of the paper's
-Table 2). A class seen once in a batch contributes the constant s_c = 1 (no gradient).
+Table 2). The constant 1 changes no gradient: L_lambda trains exactly as CE - lambda * S. A class seen
+once in a batch contributes the constant s_c = 1 (no gradient). Under DistributedDataParallel S is
+computed on each process's own batch (per-GPU batch statistics, as batch norm's).
 """
 
 from __future__ import annotations
