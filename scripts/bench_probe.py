@@ -20,6 +20,7 @@ features of MODEL from ../shared/data (K = 10, extracted on a miss: slow on CPU)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -90,12 +91,15 @@ def main() -> None:
     fit_i, val_i = train_test_split(np.arange(len(y)), test_size=0.2, random_state=args.seed, stratify=y)
     print(f"data: {what}; fit {len(fit_i)} / val {len(val_i)} / test {len(yt)} rows, p={X.shape[1]}")
 
+    # Wall time depends on whatever else the machine runs; CPU time of this process less so. Both are shown,
+    # with the load average, and the speedup is given on both.
+    print(f"load average before: {os.getloadavg()[0]:.1f} (cores: {os.cpu_count()})")
     grid = DEFAULT_L2_GRID
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ours = linear_probe(X[fit_i], y[fit_i], Xt, yt, X[val_i], y[val_i], l2_grid=grid, device=args.device)
-    ours_s = time.perf_counter() - t0
+    ours_s, ours_cpu = time.perf_counter() - t0, time.process_time() - c0
     print(
-        f"zoo_rank: {ours_s:.1f} s total (select {ours.seconds['select']:.1f} s over {len(ours.l2_path)} of 97 "
+        f"zoo_rank: {ours_s:.1f} s wall, {ours_cpu:.1f} s CPU (select {ours.seconds['select']:.1f} s over {len(ours.l2_path)} of 97 "
         f"values, early_stopped={ours.early_stopped}; refit {ours.seconds['refit']:.1f} s), "
         f"{ours.n_iter} L-BFGS iterations, {ours.device}/{ours.dtype}; chosen l2={ours.l2:.3g}, "
         f"val acc {ours.val_acc:.4f}, test top1 {ours.top1:.4f}"
@@ -105,23 +109,25 @@ def main() -> None:
     scaler = StandardScaler().fit(X[fit_i])
     Xf, Xv = scaler.transform(X[fit_i]), scaler.transform(X[val_i])
     sub = np.unique(np.linspace(0, len(grid) - 1, args.sk_values).round().astype(int))
-    sk_times, sk_val = [], {}
+    sk_times, sk_cpu, sk_val = [], [], {}
     for j in sub[::-1]:  # strong to weak, like ours
         l2 = float(grid[j])
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         clf = LogisticRegression(C=sklearn_C(l2, len(fit_i)), max_iter=args.sk_max_iter, tol=1e-4).fit(
             Xf, y[fit_i]
         )
         sk_times.append(time.perf_counter() - t)
+        sk_cpu.append(time.process_time() - c)
         sk_val[l2] = clf.score(Xv, y[val_i])
         print(
-            f"  sklearn l2={l2:9.3g}: {sk_times[-1]:7.1f} s, {clf.n_iter_[0]:4d} iterations, val acc {sk_val[l2]:.4f}"
+            f"  sklearn l2={l2:9.3g}: {sk_times[-1]:7.1f} s wall, {sk_cpu[-1]:7.1f} s CPU, "
+            f"{clf.n_iter_[0]:4d} iterations, val acc {sk_val[l2]:.4f}"
         )
-    per_value = float(np.mean(sk_times))
-    sk_total = per_value * len(grid)
+    sk_total = float(np.mean(sk_times)) * len(grid)
+    sk_total_cpu = float(np.mean(sk_cpu)) * len(grid)
     print(
-        f"sklearn: {sum(sk_times):.1f} s measured on {len(sub)} values; {per_value:.1f} s per value -> "
-        f"EXTRAPOLATED {sk_total:.0f} s for all 97 values"
+        f"sklearn: {sum(sk_times):.1f} s wall measured on {len(sub)} values -> EXTRAPOLATED {sk_total:.0f} s wall, "
+        f"{sk_total_cpu:.0f} s CPU for all 97 values (mean per value x 97); load average now {os.getloadavg()[0]:.1f}"
     )
 
     def sk_refit(l2: float) -> float:
@@ -141,10 +147,11 @@ def main() -> None:
         f"sklearn refit at our l2: test top1 {sk_at_ours:.4f}; max |val acc ours - sklearn| at shared values "
         f"{max(gaps) if gaps else float('nan'):.4f}"
     )
-    speedup = sk_total / ours_s
+    speedup, speedup_cpu = sk_total / ours_s, sk_total_cpu / ours_cpu
     gap_pts = 100 * abs(ours.top1 - sk_sel_acc)
     print(
-        f"RESULT: speedup {speedup:.1f}x (target >= 10x: {'PASS' if speedup >= 10 else 'FAIL'}); selected accuracy "
+        f"RESULT: speedup {speedup:.1f}x wall, {speedup_cpu:.1f}x CPU (target >= 10x: "
+        f"{'PASS' if min(speedup, speedup_cpu) >= 10 else 'FAIL'}); selected accuracy "
         f"gap {gap_pts:.2f} points vs sklearn's selection, {100 * abs(ours.top1 - sk_at_ours):.2f} at the same l2 "
         f"(target <= 0.5: {'PASS' if gap_pts <= 0.5 else 'FAIL'})"
     )

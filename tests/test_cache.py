@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from _extract_helpers import tiny_backbone, tiny_images, tiny_specs
 from typer.testing import CliRunner
 
@@ -22,18 +22,8 @@ from zoo_rank._validation import ZooRankError
 from zoo_rank.cli import app
 from zoo_rank.extract import extract_features
 
-
-def _extract_in_child(cache_dir: Path, delay_s: float, shard_size: int, out: Path) -> None:
-    """One extraction in a forked process (kill -9 and concurrency tests); writes what happened to `out`."""
-    # Forked children inherit the imports (no 5 s of CPU for torch + timm each) but must not enter the
-    # parent's OpenMP pool: one thread keeps libgomp fork-safe.
-    torch.set_num_threads(1)
-    backbone = tiny_backbone(delay_s=delay_s)
-    fs = extract_features(
-        backbone, tiny_images(), precision="fp32", device="cpu", batch_size=2, num_workers=0,
-        cache_dir=cache_dir, shard_size=shard_size, quiet=True,
-    )  # fmt: skip
-    out.write_text(json.dumps({"calls": backbone.calls, "key": fs.key, "timings": fs.meta["timings"]}))
+HERE = Path(__file__).resolve().parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(HERE.parent)}
 
 
 @pytest.fixture(scope="module")
@@ -43,27 +33,25 @@ def images():
 
 @pytest.fixture(scope="module")
 def reference(images, tmp_path_factory):
-    """An uninterrupted fp32 extraction (batch 2, as the workers run) in a cache of its own."""
+    """An uninterrupted fp32 extraction in a cache of its own (other batch sizes: equal to 1e-5)."""
     return extract_features(
-        tiny_backbone(), images, precision="fp32", batch_size=2, num_workers=0, quiet=True,
+        tiny_backbone(), images, precision="fp32", batch_size=12, num_workers=0, quiet=True,
         cache_dir=tmp_path_factory.mktemp("reference-cache"),
     )  # fmt: skip
 
 
-def _worker(cache_dir: Path, delay_s: float, shard_size: int) -> tuple[multiprocessing.Process, Path]:
-    out = cache_dir.parent / f"result-{time.monotonic_ns()}.json"
-    proc = multiprocessing.get_context("fork").Process(
-        target=_extract_in_child, args=(cache_dir, delay_s, shard_size, out)
-    )
-    proc.start()
-    return proc, out
+def _worker(cache_dir: Path, delay_s: float, shard_size: int) -> subprocess.Popen:
+    args = [sys.executable, str(HERE / "_cache_worker.py"), str(cache_dir), str(delay_s), str(shard_size)]
+    return subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _result(worker: tuple[multiprocessing.Process, Path]) -> dict:
-    proc, out = worker
-    proc.join(timeout=120)
-    assert proc.exitcode == 0, f"worker exit code {proc.exitcode}"
-    return json.loads(out.read_text())
+def _result(proc: subprocess.Popen) -> dict:
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # no-op once it exited; never leave a worker behind a failed test
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _assert_same_entry(fs: cache.FeatureSet, reference: cache.FeatureSet) -> None:
@@ -72,40 +60,35 @@ def _assert_same_entry(fs: cache.FeatureSet, reference: cache.FeatureSet) -> Non
     np.testing.assert_allclose(fs.features, reference.features, rtol=1e-5, atol=1e-6)
 
 
-def test_kill_9_mid_run_then_rerun_resumes_without_duplicates_or_gaps(tmp_path, reference):
-    proc, _ = _worker(tmp_path / "c", delay_s=0.25, shard_size=4)  # 12 batches of 2, a shard every 2
-    parts = tmp_path / "c" / "features" / f"{reference.key}.parts"
+def test_kill_9_mid_run_then_two_concurrent_reruns_resume_once_without_duplicates_or_gaps(
+    tmp_path, reference
+):
+    """kill -9 after the first shard; then two processes on the same key: one resumes, the other reuses."""
+    killed = _worker(tmp_path, delay_s=0.25, shard_size=4)  # 12 batches of 2, a shard every 2 batches
+    parts = tmp_path / "features" / f"{reference.key}.parts"
     deadline = time.monotonic() + 90
-    while not list(parts.glob("part-*.parquet")):
-        assert proc.is_alive(), f"worker exited early ({proc.exitcode})"
-        assert time.monotonic() < deadline, "no shard appeared"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.join()
-    assert proc.exitcode == -signal.SIGKILL
-    assert not (tmp_path / "c" / "features" / f"{reference.key}.parquet").exists()  # nothing committed
-    shards = sorted(parts.glob("part-*.parquet"))
-    done = sum(pl.read_parquet(p).height for p in shards)
+    try:
+        while not list(parts.glob("part-*.parquet")):
+            assert killed.poll() is None, killed.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no shard appeared"
+            time.sleep(0.02)
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate()
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "features" / f"{reference.key}.parquet").exists()  # nothing committed yet
+    done = sum(pl.read_parquet(p).height for p in parts.glob("part-*.parquet"))
     assert 4 <= done < 24
 
-    rerun = _result(_worker(tmp_path / "c", delay_s=0.0, shard_size=4))
-    assert rerun["timings"]["n_resumed"] == done
-    assert rerun["timings"]["n_computed"] == 24 - done
-    assert rerun["calls"] == (24 - done + 1) // 2  # only the missing rows went through the model
-    fs = cache.Entry(tmp_path / "c", reference.key).read(reference.rows)
-    _assert_same_entry(fs, reference)
-    assert not parts.exists()  # shards are dropped once committed
-
-
-def test_two_processes_on_one_key_compute_it_once_and_both_get_it(tmp_path, reference):
-    first, second = _worker(tmp_path / "c", 0.1, 4), _worker(tmp_path / "c", 0.1, 4)
-    a, b = _result(first), _result(second)
-    calls = sorted([a["calls"], b["calls"]])
-    assert calls == [0, 12], calls  # the loser waited on the lock, then reused the committed entry
+    a, b = (_result(w) for w in [_worker(tmp_path, 0.05, 4), _worker(tmp_path, 0.05, 4)])
+    resumer, reuser = (a, b) if a["calls"] else (b, a)
+    assert reuser["calls"] == 0, "the second process must wait on the lock, then reuse the committed entry"
+    assert resumer["timings"]["n_resumed"] == done and resumer["timings"]["n_computed"] == 24 - done
+    assert resumer["calls"] == (24 - done + 1) // 2  # only the missing rows went through the model
     assert a["key"] == b["key"] == reference.key
-    files = list((tmp_path / "c" / "features").glob("*.parquet"))
-    assert [f.name for f in files] == [f"{reference.key}.parquet"]
-    _assert_same_entry(cache.Entry(tmp_path / "c", reference.key).read(), reference)
+    assert [f.name for f in (tmp_path / "features").glob("*.parquet")] == [f"{reference.key}.parquet"]
+    _assert_same_entry(cache.Entry(tmp_path, reference.key).read(reference.rows), reference)
+    assert not parts.exists()  # shards are dropped once committed
 
 
 def _entry_file(cache_dir: Path, key: str) -> Path:
@@ -117,7 +100,7 @@ def test_a_damaged_or_foreign_entry_is_detected_and_recomputed_never_read(
     damage, images, cache_dir, reference
 ):
     backbone = tiny_backbone()
-    kw = dict(precision="fp32", batch_size=2, num_workers=0, quiet=True)
+    kw = dict(precision="fp32", batch_size=12, num_workers=0, quiet=True)
     fs = extract_features(backbone, images, **kw)
     path = _entry_file(cache_dir, fs.key)
     raw = path.read_bytes()
@@ -136,7 +119,7 @@ def test_a_damaged_or_foreign_entry_is_detected_and_recomputed_never_read(
         cache.Entry(cache_dir, fs.key).read()
     calls = backbone.calls
     again = extract_features(backbone, images, **kw)
-    assert backbone.calls == calls + 12, "the damaged entry must be recomputed"
+    assert backbone.calls == calls + 2, "the damaged entry must be recomputed"
     _assert_same_entry(again, reference)
     _assert_same_entry(cache.Entry(cache_dir, fs.key).read(), reference)
 
@@ -150,7 +133,7 @@ def test_a_corrupt_shard_is_dropped_and_its_rows_recomputed(images, cache_dir, r
     # an overlapping duplicate shard (as two rank layouts might leave) must not duplicate rows
     entry.write_shard(3, 9, reference.rows[3:9], reference.labels[3:9], reference.features[3:9])
     backbone = tiny_backbone()
-    fs = extract_features(backbone, images, precision="fp32", batch_size=2, num_workers=0, quiet=True)
+    fs = extract_features(backbone, images, precision="fp32", batch_size=8, num_workers=0, quiet=True)
     assert fs.meta["timings"]["n_resumed"] == 9 and fs.meta["timings"]["n_computed"] == 15
     _assert_same_entry(fs, reference)
 

@@ -529,7 +529,7 @@ def entries_table(entries: list[EntryInfo]):
         ("date", "left"),
     ]:
         # Short columns never wrap; model and dataset names fold when the terminal is narrow.
-        short = col not in ("model", "dataset", "date")
+        short = col not in ("model", "dataset")
         table.add_column(col, justify=justify, overflow="fold", no_wrap=short)  # type: ignore[arg-type]
     for e in entries:
         m = e.meta

@@ -96,10 +96,10 @@ def rank_cmd(
     probe_n_per_class: Optional[int] = typer.Option(
         None, "--probe-n-per-class", help="Images per class of each probe split (default run: 50; else all)."
     ),
-    probe_method: str = typer.Option(
-        "logistic",
+    probe_method: Optional[str] = typer.Option(
+        None,
         "--probe-method",
-        help="logistic (the paper's L-BFGS protocol) or ridge (closed form, quick).",
+        help="logistic (the paper's L-BFGS protocol; default) or ridge (closed form, quick; default on the default data).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the class-balanced subsets."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where faster), bf16 or fp32."),
@@ -389,6 +389,8 @@ def extract_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Extract penultimate features into the cache (resumable; run under torchrun to shard across GPUs)."""
+    import os
+
     from zoo_rank._console import console
     from zoo_rank.extract import extract_features
 
@@ -399,11 +401,12 @@ def extract_cmd(
             skip_existing=skip_existing, quiet=quiet,
         )  # fmt: skip
         n, p = fs.features.shape
-        console().print(
-            f"{fs.key}  {fs.meta['model']}  {fs.meta['dataset']}:{fs.meta['split']}  {n} x {p}  {fs.meta['precision']}",
-            markup=False,
-            highlight=False,
-        )
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns the entry; one line
+            console().print(
+                f"{fs.key}  {fs.meta['model']}  {fs.meta['dataset']}:{fs.meta['split']}  {n} x {p}  {fs.meta['precision']}",
+                markup=False,
+                highlight=False,
+            )
 
 
 cache_app = typer.Typer(help="Inspect and clean the feature cache.", no_args_is_help=True)

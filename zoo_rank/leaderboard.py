@@ -581,6 +581,7 @@ def _correlate(scores: Sequence[float], targets: Sequence[float], sign: int, n_b
 
 
 def format_value(v: Any, digits: int = 4) -> str:
+    """A table cell: floats to `digits` significant digits (0.09368, 11.22), so close scores stay apart."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     if isinstance(v, bool):
@@ -588,7 +589,9 @@ def format_value(v: Any, digits: int = 4) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        return f"{v:.{digits}f}" if 1e-3 <= abs(v) < 1e4 or v == 0 else f"{v:.{digits - 1}e}"
+        if v == 0 or 1e-3 <= abs(v) < 1e5:
+            return f"{v:#.{digits}g}".rstrip(".")
+        return f"{v:.{digits - 1}e}"
     return str(v)
 
 
