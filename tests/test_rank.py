@@ -64,18 +64,21 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     out = tmp_path / "boards" / "tiny"
     # The ridge probe keeps this test fast; the paper's logistic probe is exercised below.
     kw = dict(data="digits", metrics=METRICS, n_per_class=5, probe_n_per_class=3, probe_method="ridge")
-    board, paths = rank_mod.rank(models, **kw, quiet=True, out=out, command="test", n_boot=20)
+    # At N = 50 < p every VCI is 0 (a tie); LogME stays informative, so it orders this board.
+    board, paths = rank_mod.rank(
+        models, **kw, sort_by="logme", quiet=True, out=out, command="test", n_boot=20
+    )
 
-    assert board.mode == "target" and board.primary == "vci"
+    assert board.mode == "target" and board.primary == "logme"
     assert {p.name for p in paths.values()} == {"tiny.md", "tiny.csv", "tiny.json", "tiny.png", "README.md"}
     ranked = board.ranked()
     # The bad name is a row with its error, last; every other model ran.
     assert ranked[-1].model == "no_such_model_zz" and "ZooRankError" in ranked[-1].error
     ok = ranked[:-1]
     assert all(r.error is None for r in ok) and len(ok) == len(models) - 1
-    # Target mode: lower VCI first.
-    vcis = [r.metrics["vci"] for r in ok]
-    assert vcis == sorted(vcis)
+    # Target mode: higher LogME first.
+    logmes = [r.metrics["logme"] for r in ok]
+    assert logmes == sorted(logmes, reverse=True) and len(set(logmes)) == len(logmes)
     for r in ok:
         arch = rank_mod.parse_model(r.model).arch
         reference = timm.create_model(arch.replace("pip:efficientnet-", "tf_efficientnet_"), pretrained=False)
@@ -100,14 +103,14 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
 
     md = paths["md"].read_text()
     assert "**Mode: target**" in md and "Recommendation: fine-tune" in md
-    assert "| data | digits |" in md
+    assert "| data | digits (" in md  # name and the registry's description
     assert "is biased towards 0" in md  # the sample-size warning, as a note
     data = json.loads(paths["json"].read_text())
     assert read_csv(paths["csv"]) == data["rows"]
     # Per-run result files rebuild the same board.
     runs = sorted((out.parent / "tiny.runs").glob("*.json"))
     assert len(runs) == len(models)
-    merged = merge(runs, name="tiny", command="test", created=board.created, n_boot=20)
+    merged = merge(runs, name="tiny", primary="logme", command="test", created=board.created, n_boot=20)
     assert merged.to_dict() == board.to_dict()
 
 
@@ -141,6 +144,42 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
     assert np.isclose(np.logspace(-4, 2, 7), probe["l2"], rtol=1e-9).any()
     assert 0.0 <= probe["top1"] <= 1.0
     assert "absent" in board.correlations()["metrics"]["logme"]  # one model: no correlation, and why
+
+
+def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path):
+    """Source mode: scores on the 'pretraining' set, the check probes each --probe dataset train -> test."""
+    kw = dict(
+        data="digits",
+        mode="source",
+        probe="digits",  # a dataset spec: its train split trains the probe, its test split tests it
+        metrics=["vci", "knn_accuracy"],
+        n_per_class=5,
+        probe_method="ridge",
+        quiet=True,
+        n_boot=0,
+    )
+    models = ["random-init:test_efficientnet", "random-init:test_convnext"]
+    # 3 per class leave no validation row for some classes: the probe fails, the scores stay on the board.
+    failed, paths = rank_mod.rank(models, probe_n_per_class=3, out=tmp_path / "bad", **kw)
+    assert all(r.error is None and np.isfinite(r.metrics["vci"]) for r in failed.results)
+    assert all("training rows" in r.probe_errors()["digits"] for r in failed.results)
+    assert "probe on digits failed: ZooRankError" in paths["md"].read_text()
+    assert read_csv(paths["csv"])[0]["probe_error:digits"].startswith("ZooRankError")
+
+    board, paths = rank_mod.rank(models, probe_n_per_class=5, out=tmp_path / "src", **kw)
+    vcis = [r.metrics["vci"] for r in board.ranked()]
+    assert vcis == sorted(vcis, reverse=True)  # source mode: higher VCI first
+    for r in board.results:
+        (probe,) = r.probes
+        assert (probe["train_split"], probe["split"], probe["n_train"], probe["n_test"]) == (
+            "train",
+            "test",
+            50,
+            50,
+        )
+    md = paths["md"].read_text()
+    assert "**Mode: source**" in md and "**VCI ↑**" in md
+    assert "No recommendation: every scored model is a control" in md  # random-init only: nothing to pick
 
 
 def test_cli_merge_and_errors(tmp_path):

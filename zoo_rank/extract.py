@@ -13,6 +13,10 @@ cache does not hold yet:
   nccl on CUDA), rank 0 gathers the blocks and commits ONE cache entry, every rank returns it;
 - results go to per-block shards as they come (every `shard_size` images or SHARD_SECONDS), so a killed
   run resumes where it stopped; the committed entry is written atomically (zoo_rank.cache).
+
+Several GPUs or nodes (the cache folder on a shared file system, or not: rank 0 then sends the entry)::
+
+    torchrun --nproc-per-node 8 -m zoo_rank.cli extract resnet50.a1_in1k --data imagenet-1k --n-per-class 50
 """
 
 from __future__ import annotations

@@ -106,6 +106,15 @@ def _tied(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
 
 
+def target_title(target: str | None) -> str:
+    """'probe_top1:cifar10' -> 'probe top-1 (cifar10)'; 'mlog' -> 'MLOG'; None -> ''."""
+    if target is None:
+        return ""
+    if target == "mlog":
+        return "MLOG"
+    return f"probe top-1 ({target.partition(':')[2]})"
+
+
 def arrow(sign: int) -> str:
     """↑ when higher is better for the ranking, ↓ when lower is."""
     return "↑" if sign > 0 else "↓"
@@ -189,6 +198,10 @@ class RunResult:
             if p.get("dataset") == dataset and _finite(p.get(key)):
                 return float(p[key])
         return math.nan
+
+    def probe_errors(self) -> dict[str, str]:
+        """{probe dataset: error} of the checks that failed (the scores of the run still stand)."""
+        return {str(p.get("dataset")): str(p["error"]) for p in self.probes if p.get("error")}
 
     def save(self, folder: str | Path) -> Path:
         """Write FOLDER/rank-MODE__LABEL__DATASET.json (results.RESULT_TEMPLATE: one file per grid cell)."""
@@ -276,12 +289,7 @@ class Leaderboard:
         return f"probe_top1:{ds[0]}" if ds else None
 
     def target_title(self) -> str:
-        t = self.target
-        if t is None:
-            return ""
-        if t == "mlog":
-            return "MLOG"
-        return f"probe top-1 ({t.partition(':')[2]})"
+        return target_title(self.target)
 
     def ranked(self) -> list[RunResult]:
         """Results in board order: by sign * primary, descending; rows without a value, then failures, last.
@@ -361,6 +369,8 @@ class Leaderboard:
         verb = "fine-tune" if self.mode == "target" else "transfer from"
         title = f"{metric_title(self.primary)} {arrow(self.sign(self.primary))}"
         if not candidates:
+            if ranked:
+                return "No recommendation: every scored model is a control (random init); add candidate backbones."
             return "No recommendation: no candidate model has a score (see the errors above)."
         best = candidates[0]
         tied = [r for r in candidates if _tied(r.metrics[self.primary], best.metrics[self.primary])]
@@ -391,7 +401,11 @@ class Leaderboard:
                         f"{format_value(best.probe_value(target))})"
                     )
         controls = [r for r in ranked if r.control]
-        if controls and ranked.index(controls[0]) < ranked.index(best):
+        if (
+            controls
+            and ranked.index(controls[0]) < ranked.index(best)
+            and not _tied(controls[0].metrics[self.primary], best.metrics[self.primary])
+        ):
             line += f"; warning: the control {controls[0].label} ranks above it, so {metric_title(self.primary)} is not informative here"
         return line + "."
 
@@ -410,7 +424,7 @@ class Leaderboard:
             *self.metrics,
         ]
         for d in self.probe_datasets:
-            cols += [f"probe_top1:{d}", f"probe_mean_per_class:{d}", f"probe_l2:{d}"]
+            cols += [f"probe_top1:{d}", f"probe_mean_per_class:{d}", f"probe_l2:{d}", f"probe_error:{d}"]
         if any(r.mlog is not None for r in self.results):
             cols.append("mlog")
         return [*cols, "error"]
@@ -436,6 +450,7 @@ class Leaderboard:
                 for key in ("top1", "mean_per_class", "l2"):
                     v = r.probe_value(f"probe_{key}:{d}")
                     row[f"probe_{key}:{d}"] = v if _finite(v) else None
+                row[f"probe_error:{d}"] = r.probe_errors().get(d)
             if "mlog" in self.columns():
                 row["mlog"] = r.mlog
             row["error"] = r.error
@@ -671,10 +686,12 @@ def render_markdown(board: Leaderboard) -> str:
         f"| mode | {board.mode} |",
     ]
     cond = board.conditions()
+    per_model = [k for k, v in cond.items() if isinstance(v, dict) and k not in {"notes", "versions"}]
     for k, v in cond.items():
         if k == "notes":
             continue
-        lines.append(f"| {k.replace('_', ' ')} | {_fmt_condition(v)} |")
+        text = "per model, see below the ranking" if k in per_model else _fmt_condition(v)
+        lines.append(f"| {k.replace('_', ' ')} | {text} |")
     if board.command:
         lines.append(f"| command | `{board.command}` |")
     lines.append(f"| built | {board.created} |")
@@ -690,7 +707,7 @@ def render_markdown(board: Leaderboard) -> str:
         ]
     if "mlog" in board.columns():
         probe_cols.append(("mlog", "MLOG ↑"))
-    any_note = any(r.control or r.error for r in board.results)
+    any_note = any(r.control or r.error or r.probe_errors() for r in board.results)
     metric_heads = [
         f"**{metric_title(m)} {arrow(board.sign(m))}**"
         if m == board.primary
@@ -720,10 +737,23 @@ def render_markdown(board: Leaderboard) -> str:
             if r.control:
                 note.append("control (random init)")
             if r.error:
-                note.append("error: " + r.error.replace("|", "\\|").replace("\n", " "))
+                note.append("error: " + r.error)
+            note += [f"probe on {d} failed: {e}" for d, e in r.probe_errors().items()]
+            note = [n.replace("|", "\\|").replace("\n", " ") for n in note]
             cells.append("; ".join(note))
         lines.append("| " + " | ".join(cells) + " |")
 
+    if per_model:
+        lines += [
+            "",
+            "Per-model conditions:",
+            "",
+            "| model | " + " | ".join(k.replace("_", " ") for k in per_model) + " |",
+        ]
+        lines.append("|---" * (len(per_model) + 1) + "|")
+        for r in board.ranked():
+            cells = [_fmt_condition(cond[k].get(r.label, "—")) for k in per_model]
+            lines.append(f"| `{r.label}` | " + " | ".join(cells) + " |")
     lines += ["", "Columns:", ""]
     lines.append("- **rank**: position by the sort metric in this mode (✗: the run failed, see note).")
     lines.append(
@@ -737,7 +767,9 @@ def render_markdown(board: Leaderboard) -> str:
             f"{info.citation.rstrip('.')}."
         )
     for d in board.probe_datasets:
-        p = next(p for r in board.results for p in r.probes if p.get("dataset") == d)
+        p = next(
+            (p for r in board.results for p in r.probes if p.get("dataset") == d and not p.get("error")), {}
+        )
         lines.append(
             f"- **probe top-1 / mean/class {d}**: top-1 and mean per-class accuracy of a linear probe on the frozen "
             f"features ({_PROBE_TEXT.get(p.get('method', 'logistic'), p.get('method'))}; L2 strength chosen from 97 "
@@ -786,29 +818,24 @@ def plot_board(board: Leaderboard, path: str | Path) -> Path:
     ] or board.metrics
     ncols = min(4, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.1 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows + 0.9), squeeze=False)
     target = board.target
     corr = board.correlations() if target else {}
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # One colour per model across all panels, named once in the figure legend.
+    color = {r.label: palette[i % len(palette)] for i, r in enumerate(rows)}
     for ax, m in zip(axes.flat, metrics, strict=False):
-        pts = [(r, r.metrics.get(m, math.nan)) for r in rows]
-        pts = [(r, v) for r, v in pts if _finite(v)]
+        pts = [(r, float(r.metrics[m])) for r in rows if _finite(r.metrics.get(m, math.nan))]
         head = f"{metric_title(m)} {arrow(board.sign(m))}"
         if target is None:
-            ax.bar(
-                range(len(pts)), [v for _, v in pts], color=[colors[i % len(colors)] for i in range(len(pts))]
-            )
+            ax.bar(range(len(pts)), [v for _, v in pts], color=[color[r.label] for r, _ in pts])
             ax.set_xticks(range(len(pts)), [r.label for r, _ in pts], rotation=30, ha="right", fontsize=7)
             ax.set_title(head, fontsize=10)
             continue
-        for i, (r, v) in enumerate(pts):
+        for r, v in pts:
             y = r.probe_value(target)
-            if not _finite(y):
-                continue
-            ax.scatter(
-                [v], [y], color=colors[i % len(colors)], marker="x" if r.control else "o", s=40, zorder=3
-            )
-            ax.annotate(r.label, (v, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            if _finite(y):
+                ax.scatter([v], [y], color=color[r.label], marker="x" if r.control else "o", s=45, zorder=3)
         stats = corr.get("metrics", {}).get(m, {})
         if "absent" in stats or not stats:
             label = "correlation absent (< 3 models)"
@@ -824,8 +851,15 @@ def plot_board(board: Leaderboard, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    fig.suptitle(f"{board.name}: {board.mode} mode on {board.dataset} (x: control, random init)", fontsize=10)
-    fig.tight_layout()
+    handles = [
+        plt.Line2D([], [], color=color[r.label], marker="x" if r.control else "o", linestyle="", markersize=6)
+        for r in rows
+    ]
+    labels = [r.label + (" (control)" if r.control else "") for r in rows]
+    fig.legend(handles, labels, loc="upper center", ncol=min(4, len(rows)) or 1, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 1.0 - 0.35 / fig.get_figheight()))  # fmt: skip
+    fig.suptitle(f"{board.name}: {board.mode} mode on {board.dataset}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.65 / fig.get_figheight()))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
@@ -860,7 +894,7 @@ def _column_type(column: str) -> Any:
         return pl.Int64
     if column == "control":
         return pl.Boolean
-    if column in {"model", "label", "dataset", "mode", "error"}:
+    if column in {"model", "label", "dataset", "mode", "error"} or column.startswith("probe_error:"):
         return pl.String
     return pl.Float64  # metrics and probe columns
 
@@ -959,10 +993,10 @@ def update_index(folder: str | Path) -> Path:
         first = next((r["label"] for r in d.get("rows", []) if r.get("rank") and not r.get("control")), "—")
         corr = d.get("correlations", {})
         rho = corr.get("metrics", {}).get(primary, {}).get("spearman") if isinstance(corr, dict) else None
-        target = d.get("target") or "—"
+        target = target_title(d.get("target")) or "—"
         lines.append(
             f"| [{board}]({p.stem}.md) | {d.get('mode', '')} | {_fmt_condition(data)} | {len(d.get('rows', []))} | "
-            f"{metric_title(primary)} {sign} | `{first}` | {target} | {format_value(rho, 2)} | {d.get('created', '')} |"
+            f"{metric_title(primary)} {sign} | `{first}` | {target} | {'—' if rho is None else f'{rho:+.2f}'} | {d.get('created', '')} |"
         )
     lines += ["", "## How each board was made", ""]
     for p, d in boards:

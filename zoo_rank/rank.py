@@ -188,6 +188,52 @@ def _probe_sets(probe: str | None, mode: str, images, data_spec: str) -> list[tu
     return out
 
 
+def _probe_one(
+    backbone,
+    feats,
+    name: str,
+    train_set,
+    test_set,
+    probe_method: str,
+    probe_n_per_class: int | None,
+    seed: int,
+    extract_kw: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """One check: a linear probe trained on `train_set` (None: the scored features) and tested on `test_set`."""
+    from zoo_rank.extract import extract_features
+    from zoo_rank.probe import linear_probe, ridge_probe
+
+    t0 = time.perf_counter()
+    if train_set is None:
+        train = feats
+    else:
+        train = extract_features(backbone, train_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw)
+    test = extract_features(backbone, test_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw)
+    timings[f"probe_extract_s:{name}"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if probe_method == "logistic":
+        res = linear_probe(
+            train.features, train.labels, test.features, test.labels, seed=seed, device=extract_kw["device"]
+        )
+    else:
+        res = ridge_probe(train.features, train.labels, test.features, test.labels, seed=seed)
+    timings[f"probe_s:{name}"] = time.perf_counter() - t0
+    return {
+        "dataset": name,
+        "method": probe_method,
+        "train_split": train.meta.get("split", "train"),
+        "split": test.meta.get("split", "test"),
+        "top1": float(res.top1),
+        "mean_per_class": float(res.mean_per_class),
+        "l2": float(res.l2),
+        "n_train": int(res.n_train + res.n_val),
+        "n_test": int(res.n_test),
+        "train_manifest": _manifest_text(train.meta.get("manifest")),
+        "test_manifest": _manifest_text(test.meta.get("manifest")),
+    }
+
+
 def _run_model(
     entry: ModelEntry,
     images,
@@ -207,7 +253,6 @@ def _run_model(
     from zoo_rank.extract import extract_features
     from zoo_rank.metrics import compute_metrics
     from zoo_rank.models import create_backbone
-    from zoo_rank.probe import linear_probe, ridge_probe
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -231,50 +276,32 @@ def _run_model(
 
     probes = []
     for name, train_set, test_set in probe_sets:
-        t0 = time.perf_counter()
-        if train_set is None:
-            train = feats
-        else:
-            train = extract_features(
-                backbone, train_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw
+        try:
+            probes.append(
+                _probe_one(
+                    backbone,
+                    feats,
+                    name,
+                    train_set,
+                    test_set,
+                    probe_method,
+                    probe_n_per_class,
+                    seed,
+                    extract_kw,
+                    timings,
+                )
             )
-        test = extract_features(backbone, test_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw)
-        timings[f"probe_extract_s:{name}"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if probe_method == "logistic":
-            res = linear_probe(
-                train.features,
-                train.labels,
-                test.features,
-                test.labels,
-                seed=seed,
-                device=extract_kw["device"],
-            )
-        else:
-            res = ridge_probe(train.features, train.labels, test.features, test.labels, seed=seed)
-        timings[f"probe_s:{name}"] = time.perf_counter() - t0
-        probes.append(
-            {
-                "dataset": name,
-                "method": probe_method,
-                "train_split": train.meta.get("split", "train"),
-                "split": test.meta.get("split", "test"),
-                "top1": float(res.top1),
-                "mean_per_class": float(res.mean_per_class),
-                "l2": float(res.l2),
-                "n_train": int(res.n_train + res.n_val),
-                "n_test": int(res.n_test),
-                "train_manifest": _manifest_text(train.meta.get("manifest")),
-                "test_manifest": _manifest_text(test.meta.get("manifest")),
-            }
-        )
+        except (
+            Exception
+        ) as err:  # the scores stand without their check: keep them, report the probe's failure
+            _console.warn(f"{entry.spec}: probe on {name} failed: {_error_line(err)}")
+            probes.append({"dataset": name, "method": probe_method, "error": _error_line(err)})
 
     meta = feats.meta
     conditions = {
         **base_conditions,
-        "split": meta.get("split", images.split),
-        "manifest": _manifest_text(meta.get("manifest")),
         "images": int(feats.features.shape[0]),
+        "manifest": _manifest_text(meta.get("manifest")),
         "transform": _transform_text(backbone.data_config),
         "weights": backbone.weights_id,
         "precision": meta.get("precision"),
@@ -340,6 +367,7 @@ def rank(
     n_boot: bootstrap resamples for the correlation intervals on the board.
     Returns the board and the written paths.
     """
+    from zoo_rank.data import known_datasets
     from zoo_rank.leaderboard import check_mode
     from zoo_rank.metrics import resolve_metric_names
 
@@ -372,16 +400,20 @@ def rank(
     probe_sets = _probe_sets(probe, mode, images, data_spec)
     out = Path(out)
     paths = board_paths(out)
+    spec_info = known_datasets().get(images.name)
     base_conditions: dict[str, Any] = {
-        "data": images.name,
+        "data": f"{images.name} ({spec_info.description})"
+        if spec_info and spec_info.description
+        else data_spec,
         "data_fingerprint": images.fingerprint,
+        "split": images.split,
         "classes": len(images.classes),
         "images_per_class": n_per_class if n_per_class is not None else "all",
         "seed": seed,
         "check": (
             "; ".join(
-                f"{probe_method} linear probe trained on {'the scored subset' if tr is None else f'{n} train'}, tested on {n} "
-                f"{te.split} ({probe_n_per_class if probe_n_per_class is not None else 'all'} per class)"
+                f"{probe_method} linear probe trained on {'the scored subset' if tr is None else f'{n} train'}, "
+                f"tested on {n} {te.split} ({probe_n_per_class if probe_n_per_class is not None else 'all'} per class)"
                 for n, tr, te in probe_sets
             )
             or "none"

@@ -461,11 +461,13 @@ def run_validation(
             except ZooRankError as err:
                 rows.append({**row, "note": str(err)})
                 continue
-            row.update({"sign": corr.sign, "regret": corr.regret, "note": ""})
-            for stat in STATISTICS:
-                row[stat] = getattr(corr, stat)
+            row["sign"] = corr.sign
+            row.update({stat: getattr(corr, stat) for stat in STATISTICS})
+            row["regret"] = corr.regret
+            for stat in (*STATISTICS, "regret"):
                 lo, hi = corr.ci.get(stat, (math.nan, math.nan))
                 row[f"{stat}_ci"] = f"[{lo:.2f}, {hi:.2f}]"
+            row["note"] = ""
             rows.append(row)
     table = pl.DataFrame(rows) if rows else pl.DataFrame()
     if table.width:
