@@ -150,6 +150,8 @@ def bench_models(args, device: torch.device) -> None:
 
 
 def bench_cache(args) -> None:
+    import polars as pl
+
     from zoo_rank.cache import Entry
 
     rng = np.random.default_rng(0)
@@ -166,11 +168,14 @@ def bench_cache(args) -> None:
         write = time.perf_counter() - t0
         np.save(Path(tmp) / "f.npy", feats)
         size = entry.path.stat().st_size / 1e9
-        best_read = best_npy = float("inf")
+        best_read = best_npy = best_polars = float("inf")
         for _ in range(args.reps):
             t0 = time.perf_counter()
             fs = entry.read()
             best_read = min(best_read, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            pl.read_parquet(entry.path, columns=["label", "features"])["features"].to_numpy()
+            best_polars = min(best_polars, time.perf_counter() - t0)
             t0 = time.perf_counter()
             back = np.load(Path(tmp) / "f.npy")
             best_npy = min(best_npy, time.perf_counter() - t0)
@@ -178,6 +183,9 @@ def bench_cache(args) -> None:
     print(f"  parquet file {size:.2f} GB on disk ({size / gb:.0%} of raw), commit {write / gb:.2f} s/GB")
     print(
         f"  Entry.read (verified, writeable copy): {best_read / gb:.2f} s/GB  (best of {args.reps}, warm page cache)"
+    )
+    print(
+        f"  polars read_parquet alone:             {best_polars / gb:.2f} s/GB  (zero-copy view, no checks)"
     )
     print(
         f"  numpy.load of the same matrix:         {best_npy / gb:.2f} s/GB  -> {best_read / best_npy:.1f}x numpy"
