@@ -126,7 +126,10 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
         return real(train_x, train_y, test_x, test_y, l2_grid=np.logspace(-4, 2, 7), **kw)
 
     monkeypatch.setattr(probe_mod, "linear_probe", short_grid_probe)
-    board, _ = rank_mod.rank(
+    stale = tmp_path / "one.runs" / "rank-target__old-model__digits.json"  # from an earlier run of this board
+    stale.parent.mkdir()
+    stale.write_text("{}")
+    board, paths = rank_mod.rank(
         ["random-init:test_efficientnet"],
         data="digits",
         metrics=["logme"],
@@ -144,6 +147,7 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
     assert np.isclose(np.logspace(-4, 2, 7), probe["l2"], rtol=1e-9).any()
     assert 0.0 <= probe["top1"] <= 1.0
     assert "absent" in board.correlations()["metrics"]["logme"]  # one model: no correlation, and why
+    assert not stale.exists() and len(list(stale.parent.glob("*.json"))) == 1
 
 
 def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path):

@@ -659,7 +659,7 @@ def correlation_table(board: Leaderboard, corr: dict[str, Any]) -> list[str]:
         for k, _ in _CORR_KEYS:
             v = stats.get(k)
             if k == "regret":
-                cells.append(format_value(v, 3))
+                cells.append(f"{v:.3f}" if _finite(v) else "—")
                 continue
             text = f"{v:+.2f}" if _finite(v) else "undefined (ties)"
             ci = stats.get("ci", {}).get(k)

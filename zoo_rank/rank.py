@@ -181,7 +181,14 @@ def _probe_sets(probe: str | None, mode: str, images, data_spec: str) -> list[tu
                     "the scored split is the test split, so it cannot also be the held-out check; score a train split "
                     "(--split train) or pass --probe none."
                 )
-            out.append((images.name, None, load_images(data_spec, split=test_split)))
+            try:
+                held_out = load_images(data_spec, split=test_split)
+            except ZooRankError as err:
+                raise ZooRankError(
+                    f"the check needs a held-out '{test_split}' split of {data_spec} ({err}); pass --probe none "
+                    "to rank without a check, or --probe DATASET to check on another labelled set."
+                ) from err
+            out.append((images.name, None, held_out))
         else:
             test = load_images(s, split="test")
             out.append((test.name, load_images(s, split="train"), test))
@@ -382,14 +389,13 @@ def rank(
     specs = list(models or [])
     if models_file is not None:
         specs += read_models_file(models_file)
-    default_run = not specs and data is None
     if not specs:
         specs = list(DEFAULT_MODELS)
     entries = [parse_model(s) for s in specs]
     dupes = sorted({e.spec for e in entries if [x.spec for x in entries].count(e.spec) > 1})
     if dupes:
         raise ZooRankError(f"model(s) {', '.join(dupes)} named twice; list each model once.")
-    if default_run or data is None:
+    if data is None:  # the default data comes with its measured sizes and quick probe
         n_per_class = DEFAULT_N_PER_CLASS if n_per_class is None else n_per_class
         probe_n_per_class = DEFAULT_PROBE_N_PER_CLASS if probe_n_per_class is None else probe_n_per_class
         probe_method = DEFAULT_DATA_PROBE_METHOD if probe_method is None else probe_method
@@ -431,6 +437,7 @@ def rank(
     }
 
     results: list[RunResult] = []
+    written: set[Path] = set()
     with _console.progress(quiet=quiet) as bar:
         task = bar.add_task("models", total=len(entries), rate="")
         for entry in entries:
@@ -459,7 +466,7 @@ def rank(
                     conditions=dict(base_conditions),
                     error=_error_line(err),
                 )
-            result.save(paths["runs"])
+            written.add(result.save(paths["runs"]))
             results.append(result)
             bar.update(task, advance=1)
             if not quiet and result.error is None:
@@ -473,6 +480,9 @@ def rank(
                     soft_wrap=True,
                 )
 
+    # NAME.runs/ belongs to this board: result files of models no longer on it would come back on a merge.
+    for stale in set(paths["runs"].glob("rank-*__*.json")) - written:
+        stale.unlink()
     if command is None:
         command = shlex.join(["zoo-rank", *sys.argv[1:]]) if Path(sys.argv[0]).name == "zoo-rank" else ""
     board = build_board(

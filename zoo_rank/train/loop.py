@@ -718,13 +718,15 @@ def train_family(
     for v in values:
         make_loss(family, v)  # fail on a bad value before any training starts
     results = [train(recipe, family, v, out_dir, **kwargs) for v in values]
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    figure = Path(out_dir) / f"{family}.png"
+    trained_now = any(r.model is not None for r in results)
+    if (trained_now or not figure.is_file()) and (not dist.is_initialized() or dist.get_rank() == 0):
         from zoo_rank.train.tracking import plot_family
 
         plot_family(
             [r.run_dir for r in results],
             [run_name(family, r.value) for r in results],
-            Path(out_dir) / f"{family}.png",
+            figure,
         )
     return results
 
