@@ -129,7 +129,7 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
     stale = tmp_path / "one.runs" / "rank-target__old-model__digits.json"  # from an earlier run of this board
     stale.parent.mkdir()
     stale.write_text("{}")
-    board, paths = rank_mod.rank(
+    board, _ = rank_mod.rank(
         ["random-init:test_efficientnet"],
         data="digits",
         metrics=["logme"],
