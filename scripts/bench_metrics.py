@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from zoo_rank.metrics import (  # noqa: E402
+from zoo_rank.metrics import (
     ClassStats,
     class_separation,
     cosine_similarity,
@@ -70,7 +70,9 @@ def main() -> None:
     import torch
 
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
-    print(f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, torch {torch.__version__}")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, torch {torch.__version__}"
+    )
     print("blas:", [(i["internal_api"], i.get("num_threads")) for i in threadpoolctl.threadpool_info()])
 
     rng = np.random.default_rng(0)
@@ -82,7 +84,7 @@ def main() -> None:
 
     # The yardstick: one float32 Gram product plus one float64 p x p eigendecomposition.
     _, t_gram = timed(lambda: x.T @ x)
-    sym = np.cov(x[:4 * p].T.astype(np.float64))
+    sym = np.cov(x[: 4 * p].T.astype(np.float64))
     _, t_eigh = timed(np.linalg.eigh, sym)
     yardstick = t_gram + t_eigh
     print(f"\nyardstick: float32 Gram {t_gram:.2f} s + float64 eigh {t_eigh:.2f} s = {yardstick:.2f} s")
@@ -91,8 +93,13 @@ def main() -> None:
     rows = [("ClassStats (one pass)", t_stats, None)]
     total = t_stats
     ours = {}
-    for name, fn in [("vci", vci), ("fuzziness", fuzziness), ("squared_distance", squared_distance),
-                     ("cosine_similarity", cosine_similarity), ("class_separation", class_separation)]:
+    for name, fn in [
+        ("vci", vci),
+        ("fuzziness", fuzziness),
+        ("squared_distance", squared_distance),
+        ("cosine_similarity", cosine_similarity),
+        ("class_separation", class_separation),
+    ]:
         ours[name], t = timed(fn, stats)
         rows.append((name, t, None))
         total += t
@@ -112,15 +119,25 @@ def main() -> None:
     print(f"\n{'metric':24s} {'ours (s)':>10s} {'naive (s)':>10s} {'speed-up':>9s}  value (naive)")
     print(f"{'ClassStats (one pass)':24s} {t_stats:10.2f}")
     for name, t, _ in rows[1:]:
-        ref = {"vci": (t_naive, naive_v), "fuzziness": (t_naive, naive_f), "cosine_similarity": (t_pairs_full, None)}.get(name)
+        ref = {
+            "vci": (t_naive, naive_v),
+            "fuzziness": (t_naive, naive_f),
+            "cosine_similarity": (t_pairs_full, None),
+        }.get(name)
         if ref:
-            extra = f"  {ours[name]:.6g} ({ref[1]:.6g})" if ref[1] is not None else f"  {ours[name]:.6g} (all-pairs on {len(sub)}, extrapolated)"
+            extra = (
+                f"  {ours[name]:.6g} ({ref[1]:.6g})"
+                if ref[1] is not None
+                else f"  {ours[name]:.6g} (all-pairs on {len(sub)}, extrapolated)"
+            )
             print(f"{name:24s} {t:10.3f} {ref[0]:10.2f} {ref[0] / max(t + t_stats, 1e-9):8.1f}x{extra}")
         else:
             print(f"{name:24s} {t:10.3f} {'':10s} {'':9s}  {ours[name]:.6g}")
     ratio = total / yardstick
-    print(f"\nall five collapse metrics incl. the pass over the data: {total:.2f} s = {ratio:.2f}x the yardstick "
-          f"(target <= 1.5x: {'PASS' if ratio <= 1.5 else 'FAIL'})")
+    print(
+        f"\nall five collapse metrics incl. the pass over the data: {total:.2f} s = {ratio:.2f}x the yardstick "
+        f"(target <= 1.5x: {'PASS' if ratio <= 1.5 else 'FAIL'})"
+    )
     print(f"naive covariances + pinv (VCI and Fuzziness only): {t_naive:.2f} s")
 
     lm, t_lm = timed(logme, stats)
@@ -131,14 +148,18 @@ def main() -> None:
         ref_lm, t_port = timed(published_logme, x, y)
         speedup = t_port / (t_lm + t_stats)
         print(f"LogME direct port of the published algorithm: {t_port:.2f} s, value {ref_lm:.6f}")
-        print(f"LogME speed-up incl. the ClassStats pass: {speedup:.1f}x (target >= 8x: {'PASS' if speedup >= 8 else 'FAIL'}); "
-              f"excluding it (stats shared with the collapse metrics): {t_port / t_lm:.1f}x")
+        print(
+            f"LogME speed-up incl. the ClassStats pass: {speedup:.1f}x (target >= 8x: {'PASS' if speedup >= 8 else 'FAIL'}); "
+            f"excluding it (stats shared with the collapse metrics): {t_port / t_lm:.1f}x"
+        )
 
     # O(Np): the cosine path on half the data takes about half the time.
     half = ClassStats.from_arrays(x[: n // 2], y[: n // 2])
     _, t_half = timed(lambda: ClassStats.from_arrays(x[: n // 2], y[: n // 2]))
-    print(f"\ncosine scaling: ClassStats pass on N/2 {t_half:.2f} s vs N {t_stats:.2f} s (linear in N); "
-          f"value on N/2 {cosine_similarity(half):.6g}")
+    print(
+        f"\ncosine scaling: ClassStats pass on N/2 {t_half:.2f} s vs N {t_stats:.2f} s (linear in N); "
+        f"value on N/2 {cosine_similarity(half):.6g}"
+    )
 
 
 if __name__ == "__main__":

@@ -73,12 +73,8 @@ def check_features(features: Any, *, name: str = "features") -> None:
         )
 
 
-def encode_labels(labels: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of any hashable values as contiguous codes.
-
-    Returns `(codes, classes)`: codes (N,) int64 in [0, K), classes (K,) the sorted original values,
-    so `classes[codes]` gives the labels back.
-    """
+def label_vector(labels: Any, n_samples: int) -> np.ndarray:
+    """Labels as a 1D numpy array of length n_samples, or a one-line error saying what is wrong."""
     y = to_numpy(labels)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -91,6 +87,16 @@ def encode_labels(labels: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         raise ZooRankError(
             f"features have {n_samples} rows but labels have {len(y)}; pass exactly one label per feature row."
         )
+    return y
+
+
+def encode_labels(labels: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of any hashable values as contiguous codes.
+
+    Returns `(codes, classes)`: codes (N,) int64 in [0, K), classes (K,) the sorted original values,
+    so `classes[codes]` gives the labels back.
+    """
+    y = label_vector(labels, n_samples)
     if y.dtype == object:
         # Mixed or non-sortable hashables: order classes by first appearance.
         classes_list: dict[Any, int] = {}

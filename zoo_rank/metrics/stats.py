@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo_rank._validation import ZooRankError, check_features, to_numpy
+from zoo_rank._validation import ZooRankError, check_features, label_vector
 
 # Rows per product: bounds both the temporary memory and the float32 rounding of one Gram block.
 _CHUNK = 8192
@@ -102,18 +102,7 @@ class ClassStats:
 
     def _codes(self, labels: Any, n: int, device: torch.device) -> torch.Tensor:
         """Map a batch of labels to row indices, growing the class tables for unseen labels."""
-        values = to_numpy(labels)
-        if values.ndim == 2 and values.shape[1] == 1:
-            values = values[:, 0]
-        if values.ndim != 1:
-            raise ZooRankError(
-                f"Expected 1D labels of shape ({n},), got shape {values.shape}; pass one class label per row "
-                "(not one-hot: use labels.argmax(1))."
-            )
-        if len(values) != n:
-            raise ZooRankError(
-                f"features have {n} rows but labels have {len(values)}; pass exactly one label per feature row."
-            )
+        values = label_vector(labels, n)
         uniques, inverse = np.unique(values, return_inverse=True) if values.dtype != object else (None, None)
         if uniques is None:
             codes = np.fromiter((self._row(v) for v in values.tolist()), dtype=np.int64, count=n)
