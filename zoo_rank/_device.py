@@ -1,8 +1,8 @@
 """The one device picker and precision rule, shared by extraction and the cache keys.
 
 "auto" device: CUDA (``cuda:$LOCAL_RANK`` under torchrun), then MPS, then CPU. "auto" precision: bf16
-autocast where the hardware runs it natively (CUDA with bf16, x86 CPUs with AVX512-BF16 or AMX; measured
-on such a CPU: resnet50 about 3-4x fp32), else fp32.
+autocast where the hardware runs it natively (CUDA with bf16, x86 CPUs with AVX512-BF16 or AMX, where
+scripts/bench_extract.py measures it against fp32), else fp32 (bf16 would run emulated there).
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def _cpu_has_native_bf16() -> bool:
-    # Private but stable helpers (used by torch.compile's CPU backend); absent => assume no native bf16,
-    # where emulated bf16 is slower than fp32.
+    # Private helpers of torch.cpu (used by torch.compile's CPU backend); when absent, assume no native
+    # bf16 and keep the fp32 reference path.
     for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
         fn = getattr(torch.cpu, name, None)
         if fn is not None and fn():

@@ -78,11 +78,11 @@ _WE_STARTED_DIST = False
 def _distributed(device: str) -> tuple[int, int, torch.device]:
     """(rank, world_size, device): joins torchrun's process group when its environment says so.
 
-    The device comes from the project's one picker (`extract.pick_device`: CUDA as cuda:$LOCAL_RANK, then
+    The device comes from the project's one picker (`_device.pick_device`: CUDA as cuda:$LOCAL_RANK, then
     MPS, then CPU); the backend is nccl on CUDA and gloo otherwise.
     """
     global _WE_STARTED_DIST
-    from zoo_rank.extract import pick_device
+    from zoo_rank._device import pick_device
 
     dev = pick_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
