@@ -226,7 +226,9 @@ def test_index_lists_boards_and_commands(tmp_path):
         make_board(four_results("source"), name="two", command="zoo-rank rank --mode source"),
         tmp_path / "two",
     )
+    (tmp_path / "notes.md").write_text("# A page from another tool\n\ntext\n")
     index = update_index(tmp_path).read_text()
+    assert "- [notes](notes.md): A page from another tool" in index
     assert "[one](one.md) | target" in index and "[two](two.md) | source" in index
     assert "zoo-rank rank --mode source" in index
     # Recommended = first non-control row; the source board's first row is the control.

@@ -998,6 +998,15 @@ def update_index(folder: str | Path) -> Path:
             f"| [{board}]({p.stem}.md) | {d.get('mode', '')} | {_fmt_condition(data)} | {len(d.get('rows', []))} | "
             f"{metric_title(primary)} {sign} | `{first}` | {target} | {'—' if rho is None else f'{rho:+.2f}'} | {d.get('created', '')} |"
         )
+    board_pages = {p.with_suffix(".md").name for p, _ in boards}
+    others = [p for p in sorted(folder.glob("*.md")) if p.name != "README.md" and p.name not in board_pages]
+    if others:
+        # Pages written by other tools (e.g. the paper reproduction) are listed, not parsed.
+        lines += ["", "Other pages in this folder:", ""]
+        for p in others:
+            first = p.read_text(encoding="utf-8").lstrip().splitlines()[:1]
+            title = first[0].lstrip("# ").strip() if first else p.stem
+            lines.append(f"- [{p.stem}]({p.name}): {title}")
     lines += ["", "## How each board was made", ""]
     for p, d in boards:
         lines += [f"`{p.stem}`:", "", "```bash", d.get("command") or "(command not recorded)", "```", ""]
