@@ -120,12 +120,11 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
 
     real, calls = probe_mod.linear_probe, []
 
-    def short_grid_probe(train_x, train_y, test_x, test_y, **kw):
-        # 97 L2 values on random-init features run for tens of seconds here; 7 test the same wiring.
+    def spy(train_x, train_y, test_x, test_y, **kw):
         calls.append((train_x.shape, test_x.shape, kw))
-        return real(train_x, train_y, test_x, test_y, l2_grid=np.logspace(-4, 2, 7), **kw)
+        return real(train_x, train_y, test_x, test_y, **kw)
 
-    monkeypatch.setattr(probe_mod, "linear_probe", short_grid_probe)
+    monkeypatch.setattr(probe_mod, "linear_probe", spy)
     stale = tmp_path / "one.runs" / "rank-target__old-model__digits.json"  # from an earlier run of this board
     stale.parent.mkdir()
     stale.write_text("{}")
@@ -144,7 +143,7 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
     assert [c[:2] for c in calls] == [((50, 256), (30, 256))]
     (probe,) = result.probes
     assert probe["method"] == "logistic" and probe["split"] == "test" and probe["n_test"] == 30
-    assert np.isclose(np.logspace(-4, 2, 7), probe["l2"], rtol=1e-9).any()
+    assert np.isclose(probe_mod.DEFAULT_L2_GRID, probe["l2"], rtol=1e-9).any()  # the paper's 97 values
     assert 0.0 <= probe["top1"] <= 1.0
     assert "absent" in board.correlations()["metrics"]["logme"]  # one model: no correlation, and why
     assert not stale.exists() and len(list(stale.parent.glob("*.json"))) == 1

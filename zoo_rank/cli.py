@@ -99,7 +99,7 @@ def rank_cmd(
     probe_method: Optional[str] = typer.Option(
         None,
         "--probe-method",
-        help="logistic (the paper's L-BFGS protocol; default) or ridge (closed form, quick; default on the default data).",
+        help="logistic (the paper's L-BFGS protocol; default) or ridge (closed form, quick).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the class-balanced subsets."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 where faster), bf16 or fp32."),

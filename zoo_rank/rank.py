@@ -52,13 +52,12 @@ DEFAULT_OUT = Path("leaderboards") / "default"
 # Images per class on the default data: the scored subset of the train split (also the probe's training
 # set) and the probe's test subset. N = 2000 scored rows against p = 1280 features: below that VCI and
 # H-score collapse towards 0 for every model (at N = 1000 all four tie at VCI 0); far above it the default
-# run would not fit its few minutes on 2 CPU cores (4 models x 2500 images in bf16; scripts/bench_rank.py).
+# run would not fit its few minutes on 2 CPU cores (4 models x 2500 images in bf16: 150 s cold, 15 s cached,
+# measured with scripts/bench_rank.py on an idle machine).
 DEFAULT_N_PER_CLASS = 200
 DEFAULT_PROBE_N_PER_CLASS = 50
+# The paper's protocol; on the default board it takes ~3 s per model here (scripts/bench_rank.py).
 DEFAULT_PROBE_METHOD = "logistic"
-# On the default data the closed-form ridge probe: ~4 CPU-s per model against 35-100 for the logistic path at
-# N = 2000, p = 1280 (measured here), and both put the four default models in the same order.
-DEFAULT_DATA_PROBE_METHOD = "ridge"
 SAME = "same"  # --probe value: the held-out (test) split of the scored dataset
 
 
@@ -368,9 +367,7 @@ def rank(
     n_per_class / probe_n_per_class: class-balanced subset sizes for scoring and for each probe split
         (None: DEFAULT_* for the default data, every image otherwise).
     probe_method: 'logistic' (the paper's protocol: L-BFGS logistic regression, 97 L2 values) or 'ridge'
-        (closed form, quick; not the paper's protocol). None: ridge on the default data (the embedded
-        default must stay within minutes on 2 cores; both rank its models the same, see README), else
-        logistic.
+        (closed form, quick; not the paper's protocol). None: logistic.
     n_boot: bootstrap resamples for the correlation intervals on the board.
     Returns the board and the written paths.
     """
@@ -395,10 +392,9 @@ def rank(
     dupes = sorted({e.spec for e in entries if [x.spec for x in entries].count(e.spec) > 1})
     if dupes:
         raise ZooRankError(f"model(s) {', '.join(dupes)} named twice; list each model once.")
-    if data is None:  # the default data comes with its measured sizes and quick probe
+    if data is None:  # the default data comes with its measured sizes
         n_per_class = DEFAULT_N_PER_CLASS if n_per_class is None else n_per_class
         probe_n_per_class = DEFAULT_PROBE_N_PER_CLASS if probe_n_per_class is None else probe_n_per_class
-        probe_method = DEFAULT_DATA_PROBE_METHOD if probe_method is None else probe_method
     probe_method = DEFAULT_PROBE_METHOD if probe_method is None else probe_method
 
     notes: list[str] = []
