@@ -4,10 +4,13 @@ reading the cache back against numpy.load.
     .venv/bin/python scripts/bench_extract.py                       # imagenet-sample, 256 images
     .venv/bin/python scripts/bench_extract.py --n 1000 --models resnet50 --batch-size 64
     .venv/bin/python scripts/bench_extract.py --skip-models --cache-rows 50000 --cache-dim 2048
+    python scripts/bench_extract.py --synthetic 2048 --batch-size 256   # no image files needed (GPU hosts)
 
 Models have random weights (speed does not depend on them). The data pipeline is the extraction's own
 DataLoader (batched decode + each model's eval transform) with the default worker count and with none;
 the end-to-end row is `extract_features` itself, so comparing the three shows which side bounds a run.
+`--synthetic N` writes N smooth-noise 500x375 JPEGs (ImageNet's typical size) into a temporary parquet in
+the datasets image layout, for machines without ../shared/data; their decode cost is close to photos'.
 """
 
 from __future__ import annotations
@@ -53,6 +56,35 @@ def machine(device: torch.device) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     flags = torch.backends.cpu.get_cpu_capability()
     return f"CPU {name} ({flags}), {cores} cores, torch threads {torch.get_num_threads()}"
+
+
+def synthetic_images(n: int, folder: Path, seed: int = 0) -> Path:
+    """n JPEGs of 500x375 pixels, 100 classes, as a parquet in the datasets image layout."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+
+    def jpeg(i: int) -> dict:
+        # Low-frequency colour fields plus fine grain: JPEG sizes and decode times like photographs',
+        # where pure noise would be several times larger and slower to decode.
+        coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((500, 375), 3)
+        pixels = np.asarray(coarse, dtype=np.int16) + rng.integers(-12, 13, (375, 500, 3), dtype=np.int16)
+        buf = io.BytesIO()
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
+        return {"bytes": buf.getvalue(), "path": f"{i}.jpg"}
+
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[f"c{k}" for k in range(100)])}
+    )
+    table = datasets.Dataset.from_dict(
+        {"image": [jpeg(i) for i in range(n)], "label": [i % 100 for i in range(n)]}, features=features
+    )
+    path = folder / "synthetic.parquet"
+    table.to_parquet(str(path))
+    return path
 
 
 def time_loader(images, rows, transform, batch_size: int, workers: int) -> float:
@@ -120,6 +152,8 @@ def bench_models(args, device: torch.device) -> None:
         x = torch.stack(
             [backbone.transform(images.dataset[int(i % len(rows))]["image"]) for i in range(args.batch_size)]
         )
+        if device.type == "cuda":
+            x = x.pin_memory()  # as the extraction DataLoader hands batches over on CUDA
         fp32 = time_model(backbone, x, device, "fp32", False, args.reps)
         print(f"{name:<24} {'model alone, fp32':<44} {fp32:8.1f}", flush=True)
         auto = time_model(backbone, x, device, default, default == "bf16", args.reps)
@@ -131,7 +165,7 @@ def bench_models(args, device: torch.device) -> None:
                 f"{name:<24} {'model alone, bf16 contiguous':<44} {plain:8.1f}   {plain / fp32:.2f}x fp32",
                 flush=True,
             )
-        for w in sorted({0, workers}):
+        for w in sorted(set(args.workers or [0, workers])):
             rate = time_loader(subset, np.arange(len(rows)), backbone.transform, args.batch_size, w)
             print(f"{name:<24} {f'data alone, {w} workers':<44} {rate:8.1f}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
@@ -197,11 +231,13 @@ def main() -> None:
     parser.add_argument(
         "--images", type=Path, default=DEFAULT_IMAGES, help="parquet in the datasets image layout"
     )
+    parser.add_argument("--synthetic", type=int, default=0, metavar="N", help="use N generated JPEGs")
     parser.add_argument("--n", type=int, default=256, help="images for the data and end-to-end rows")
     parser.add_argument("--models", nargs="+", default=["tf_efficientnet_lite0", "resnet50"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--reps", type=int, default=3, help="timed model batches (and cache reads)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, nargs="+", help="DataLoader worker counts for the data rows")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--skip-cache", action="store_true")
     parser.add_argument("--cache-rows", type=int, default=50_000)
@@ -214,6 +250,10 @@ def main() -> None:
     print("$ " + shlex.join([Path(sys.executable).name, *sys.argv]))
     print(versions())
     print(machine(device) + "\n")
+    tmp = tempfile.TemporaryDirectory()
+    if args.synthetic:
+        args.images = synthetic_images(args.synthetic, Path(tmp.name))
+        args.n = args.synthetic
     if not args.skip_models:
         if not args.images.is_file():
             sys.exit(f"{args.images} is absent; pass --images PATH (a parquet in the datasets image layout)")

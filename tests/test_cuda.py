@@ -1,0 +1,91 @@
+"""CUDA paths agree with the CPU reference. Skipped without a GPU (CI); run on a CUDA host with
+`python -m pytest -q tests/test_cuda.py` (scripts/bench_gpu.sh does, beside the GPU benchmarks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _extract_helpers import tiny_backbone, tiny_images
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(1)
+
+
+def test_extraction_on_cuda_matches_cpu_fp32(tmp_path):
+    from zoo_rank.extract import extract_features
+
+    images = tiny_images()
+    # The cache key leaves the device out (same numbers wherever computed), so each run gets its own cache.
+    ref = extract_features(
+        tiny_backbone(), images, precision="fp32", device="cpu", cache_dir=tmp_path / "cpu", quiet=True
+    )
+    fp32 = extract_features(
+        tiny_backbone(), images, precision="fp32", device="cuda", cache_dir=tmp_path / "gpu", quiet=True
+    )
+    auto = extract_features(tiny_backbone(), images, device="auto", cache_dir=tmp_path / "gpu", quiet=True)
+    assert auto.meta["precision"] == "bf16" and auto.meta["device"].startswith("cuda")
+    assert np.array_equal(fp32.labels, ref.labels) and np.array_equal(auto.rows, ref.rows)
+    # cuDNN convolutions run TF32 by default on Ampere and later: close to, not equal to, the CPU fp32.
+    assert _cosines(fp32.features, ref.features).min() > 0.9999
+    assert _cosines(auto.features, ref.features).min() > 0.999
+    assert ref.key == fp32.key != auto.key
+
+
+def test_extraction_halves_the_batch_on_cuda_out_of_memory(tmp_path, monkeypatch):
+    from zoo_rank import extract
+
+    backbone = tiny_backbone()
+    plain = backbone.features
+    seen = []
+
+    def features(x):
+        seen.append(len(x))
+        if len(x) > 4:  # what the CUDA caching allocator raises when a batch does not fit
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return plain(x)
+
+    backbone.features = features
+    fs = extract.extract_features(
+        backbone, tiny_images(), batch_size=16, device="cuda", cache_dir=tmp_path, quiet=True
+    )
+    assert len(fs.features) == len(tiny_images().dataset) and seen[:2] == [16, 8] and max(seen[2:]) <= 4
+
+
+@pytest.mark.parametrize("dtype, rel, tol", [(np.float64, 1e-9, 1e-12), (np.float32, 1e-4, 1e-6)])
+def test_class_stats_on_cuda_equal_cpu(dtype, rel, tol):
+    from zoo_rank.metrics import METRICS, ClassStats, compute_metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 3000)
+    x = (rng.normal(size=(7, 64))[y] * 2 + rng.normal(size=(3000, 64)) + 50).astype(dtype)
+    cpu = ClassStats.from_arrays(x, y)
+    gpu = ClassStats(64)
+    for chunk in np.array_split(np.arange(len(y)), 5):
+        gpu.update(torch.from_numpy(x[chunk]).cuda(), torch.from_numpy(y[chunk]).cuda())
+    assert gpu.device.type == "cuda"
+    names = [n for n, info in METRICS.items() if not info.needs_raw]
+    want, got = compute_metrics(cpu, None, names), compute_metrics(gpu, None, names)
+    for name, value in want.items():
+        # float32 features are multiplied in float32 (per chunk), so batching changes the last digits
+        assert got[name] == pytest.approx(value, rel=rel, abs=tol), name
+
+
+def test_probe_on_cuda_matches_cpu():
+    from zoo_rank.probe import linear_probe
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(5, 32))
+    y = rng.integers(0, 5, 900)
+    x = centres[y] + 1.5 * rng.normal(size=(900, 32))
+    args = (x[:600], y[:600], x[600:], y[600:])
+    cpu = linear_probe(*args, device="cpu", dtype="float64")
+    gpu = linear_probe(*args, device="cuda", dtype="float64")
+    assert gpu.l2 == cpu.l2
+    assert gpu.top1 == pytest.approx(cpu.top1, abs=1 / 300)
+    np.testing.assert_allclose(gpu.val_acc_path, cpu.val_acc_path[: len(gpu.val_acc_path)], atol=1 / 120)
