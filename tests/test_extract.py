@@ -132,7 +132,11 @@ def test_two_gloo_ranks_merge_into_one_entry_equal_to_a_single_process(images, t
     """torchrun with 2 CPU processes: each extracts its half, rank 0 commits one entry, stats all-reduce."""
     shared_cache, out = tmp_path / "cache", tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     # Its own session, so that a hang can be killed with the ranks torchrun started.
     proc = subprocess.Popen(

@@ -27,16 +27,27 @@ def _split(csv: Optional[str]) -> Optional[list[str]]:
 
 @app.command()
 def score(
-    features: Path = typer.Argument(..., help="Parquet file or directory of parquet shards: a label column plus a list/array feature column."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Comma-separated metric names (default: all). See `zoo-rank metrics`."),
+    features: Path = typer.Argument(
+        ...,
+        help="Parquet file or directory of parquet shards: a label column plus a list/array feature column.",
+    ),
+    metrics: Optional[str] = typer.Option(
+        None, "--metrics", "-m", help="Comma-separated metric names (default: all). See `zoo-rank metrics`."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write scores to this .json or .csv file."),
-    label_column: Optional[str] = typer.Option(None, help="Label column (default: 'label', 'labels' or 'y')."),
-    feature_column: Optional[str] = typer.Option(None, help="Feature column (default: the one list/array column)."),
+    label_column: Optional[str] = typer.Option(
+        None, help="Label column (default: 'label', 'labels' or 'y')."
+    ),
+    feature_column: Optional[str] = typer.Option(
+        None, help="Feature column (default: the one list/array column)."
+    ),
 ) -> None:
     """Score bring-your-own features: VCI and the baselines from one parquet file."""
     from zoo_rank import scoring
 
-    result = scoring.score_parquet(features, metrics=_split(metrics), label_column=label_column, feature_column=feature_column)
+    result = scoring.score_parquet(
+        features, metrics=_split(metrics), label_column=label_column, feature_column=feature_column
+    )
     scoring.print_scores(result)
     if out is not None:
         scoring.write_scores(result, out)
@@ -447,6 +458,7 @@ def cache_rm(
     removed = cache.remove_entries(keys, model=model, all=all_, cache_dir=cache_dir)
     freed = sum(e.size for e in removed) / 2**20
     console().print(f"removed {len(removed)} entries ({freed:.1f} MB)", markup=False, highlight=False)
+
 
 def main() -> None:
     try:

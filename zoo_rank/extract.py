@@ -142,8 +142,26 @@ class _Forward:
         chunk = chunk.to(self.device, non_blocking=True)
         if self.channels_last:
             chunk = chunk.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with (
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16),
+            _exact_fp32(self.device.type == "cuda" and not self.bf16),
+        ):
             return self.backbone.features(chunk).float().cpu()
+
+
+@contextlib.contextmanager
+def _exact_fp32(active: bool) -> Iterator[None]:
+    """fp32 means IEEE fp32: cuDNN convolutions default to TF32 (10-bit mantissa) on Ampere and later,
+    which moves features by ~1e-3 relative; the fp32 reference must not depend on the GPU generation."""
+    if not active:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @contextlib.contextmanager

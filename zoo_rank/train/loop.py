@@ -15,6 +15,7 @@ one would (bit-identical on CPU).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -362,6 +363,8 @@ def _export(
 
     tmp = run_dir / f".export-tmp-{os.getpid()}"
     tag = f"zoo_rank_{run_name(loss.family, loss.value)}"
+    # safetensors stores contiguous tensors only; CUDA training keeps conv weights channels_last.
+    model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)
     save_for_hf(
         model,
         tmp,
