@@ -4,7 +4,7 @@
 #     bash scripts/bench_gpu.sh [OUT_DIR]
 #     TIMM_BENCHMARK=path/to/pytorch-image-models/benchmark.py bash scripts/bench_gpu.sh   # + timm's numbers
 #
-# 1. scripts/bench_extract.py on generated JPEGs at batch 256: model alone in fp32 and in the default
+# 1. scripts/bench_extract.py on 16,384 generated JPEGs at batch 256: model alone in fp32 and in the default
 #    precision, the data pipeline alone, extract_features end to end;
 # 2. timm's own inference benchmark for the same models, batch and 224 px input (when TIMM_BENCHMARK is set);
 # 3. tests/test_cuda.py (CUDA == CPU);
@@ -21,7 +21,7 @@ py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
-on extract && timeout 240 $py scripts/bench_extract.py --synthetic 2048 --n 2048 --batch-size 256 --reps 20 \
+on extract && timeout 240 $py scripts/bench_extract.py --synthetic 16384 --batch-size 256 --reps 20 \
     --workers 8 16 --skip-cache 2>&1 | grep -v "examples/s" | tee "$out/extract.txt"
 
 if on timm && [ -n "${TIMM_BENCHMARK:-}" ]; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -284,6 +285,11 @@ def full_run(toy_recipe, tmp_path_factory):
         return train(toy_recipe, "lambda", 2.5, tmp_path_factory.mktemp("full"), quiet=True)
 
 
+def _cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """The trained model (which stays on the device it trained on, e.g. CUDA) on the CPU, in eval mode."""
+    return copy.deepcopy(model).cpu().eval()
+
+
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -320,9 +326,8 @@ def test_train_exports_zoo_entry_and_resumes_exactly(toy_recipe, full_run, tmp_p
 
     # timm's own local-dir loader rebuilds the same network with the recorded preprocessing.
     loaded = timm.create_model(f"local-dir:{full.run_dir}", pretrained=True).eval()
-    full.model.eval()
     x = torch.randn(2, 3, 16, 16)
-    torch.testing.assert_close(loaded(x), full.model(x))
+    torch.testing.assert_close(loaded(x), _cpu_copy(full.model)(x))
     cfg = timm.data.resolve_model_data_config(loaded)
     assert cfg["input_size"] == (3, 16, 16) and tuple(cfg["mean"]) == pytest.approx((0.2, 0.2, 0.2))
 
@@ -420,8 +425,8 @@ def test_create_backbone_accepts_trained_model(full_run):
     backbone = models.create_backbone(f"local-dir:{result.run_dir}")
     assert backbone.num_features == 64
     x = torch.randn(3, 3, 16, 16)
-    result.model.eval()
-    expected = result.model.forward_head(result.model.forward_features(x), pre_logits=True)
+    trained = _cpu_copy(result.model)
+    expected = trained.forward_head(trained.forward_features(x), pre_logits=True)
     torch.testing.assert_close(backbone.features(x), expected)
     assert math.isclose(backbone.data_config["mean"][0], 0.2)
     assert os.fspath(result.run_dir) in backbone.name
