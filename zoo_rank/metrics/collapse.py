@@ -123,8 +123,10 @@ def fuzziness(features: Any, labels: Any | None = None, *, rcond: float | None =
         s, directions = s[keep], v[:, keep]
     if s.size == 0:
         return math.inf
-    within = stats.within_cov()
-    return float(np.sum((within @ directions) * directions, axis=0) @ (1.0 / s))
+    # Each unit direction d_j has d_j^T Sigma_B d_j = s_j, so d_j^T Sigma_W d_j = d_j^T Sigma_T d_j - s_j:
+    # Sigma_W itself (one more p x p x K product) is never formed.
+    total = np.sum((stats.total_cov() @ directions) * directions, axis=0)
+    return float(np.sum((total - s) / s))
 
 
 def squared_distance(features: Any, labels: Any | None = None) -> float:
