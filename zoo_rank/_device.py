@@ -16,15 +16,19 @@ from zoo_rank._validation import ZooRankError
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """The device to extract on: "auto" means CUDA (``cuda:$LOCAL_RANK`` under torchrun), then MPS, then CPU."""
+def pick_device(device: str | torch.device = "auto", *, allow_mps: bool = True) -> torch.device:
+    """The device to run on: "auto" means CUDA (``cuda:$LOCAL_RANK`` under torchrun), then MPS, then CPU.
+
+    allow_mps=False keeps "auto" off MPS, for float64 work (the probes), which MPS does not run.
+    """
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if isinstance(device, torch.device):
         return device
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        mps = getattr(torch.backends, "mps", None)
+        if allow_mps and mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     try:

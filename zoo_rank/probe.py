@@ -214,18 +214,6 @@ def accuracies(pred: np.ndarray, target: np.ndarray, n_classes: int) -> tuple[fl
     return float(correct.mean()), float(np.mean(per_class_correct[present] / per_class_total[present]))
 
 
-def _pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ZooRankError(
-            f"device={device!r} requested but CUDA is not available here; use device='cpu' or 'auto'."
-        )
-    return device
-
-
 # ---- logistic regression with L-BFGS along the regularisation path ---------------------------
 
 
@@ -447,7 +435,9 @@ def linear_probe(
 
     split = _prepare(train_x, train_y, test_x, test_y, val_x, val_y, val_fraction, seed)
     grid = _grid(l2_grid)
-    device = _pick_device(device)
+    from zoo_rank._device import pick_device
+
+    device = str(pick_device(device, allow_mps=False))
     n_classes = len(split.classes)
     tdtype = _resolve_dtype(dtype, device, *split.fit_x.shape)
 
