@@ -18,7 +18,7 @@ models (zoo_rank.validate.rank_correlations). Writes leaderboards/paper-reproduc
 
     .venv/bin/python scripts/reproduce_sec63.py --tiny      # a few minutes: the test's setting
     .venv/bin/python scripts/reproduce_sec63.py --medium    # the families at recipe scale, short probes
-    .venv/bin/python scripts/reproduce_sec63.py             # the full setting (about an hour on 2 cores)
+    .venv/bin/python scripts/reproduce_sec63.py             # the full setting (about 35 min on 2 quiet cores)
 
 Re-running resumes: trained models are kept under --out and features in its cache folder.
 """
@@ -97,7 +97,7 @@ SCALES = {
         name="full",
         tau=(0.1, 0.2, 0.4, 0.6, 0.8, 1.0),
         lam=(2.5, 3.75, 5.0, 7.5, 10.0),
-        recipe=dict(n_per_class=600, epochs=8, track_every=4),
+        recipe=dict(n_per_class=1000, epochs=16, track_every=4),
         source_per_class=300,
         downstream={"cifar10-local": (300, 200), "digits": (None, None)},
     ),

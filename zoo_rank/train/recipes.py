@@ -119,6 +119,35 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_SMALL_FMNIST = Recipe(
+    name="small-fmnist",
+    description=(
+        "CPU-scale family member: a narrow timm resnet10t (1.2M parameters, 256-d features) on 3,000 "
+        "Fashion-MNIST training images (300 per class) at 32 px, crop-flip, 6 epochs."
+    ),
+    train_data="fashion-mnist",
+    test_data="fashion-mnist",
+    n_per_class=300,
+    model="resnet10t",
+    model_args={"channels": (32, 64, 128, 256), "stem_width": 16},
+    img_size=32,
+    mean=FMNIST_MEAN,
+    std=FMNIST_STD,
+    augment="crop-flip",
+    epochs=6,
+    batch_size=64,
+    lr_per_256=0.4,
+    weight_decay=5e-4,
+    warmup_epochs=1,
+    warmup_lr=1e-3,
+    num_workers=0,
+    track_every=2,
+    # 1,500 images: VCI needs N well above p = 256 (metrics.MIN_SAMPLES_PER_DIM).
+    track_train_per_class=150,
+    track_test_per_class=150,
+    spectrum_top=32,
+)
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -188,35 +217,8 @@ RECIPES: dict[str, Recipe] = {
             track_train_per_class=500,
             track_test_per_class=None,
         ),
-        Recipe(
-            name="small-fmnist",
-            description=(
-                "CPU-scale family member: a narrow timm resnet10t (1.2M parameters, 256-d features) on 3,000 "
-                "Fashion-MNIST training images (300 per class) at 32 px, crop-flip, 6 epochs."
-            ),
-            train_data="fashion-mnist",
-            test_data="fashion-mnist",
-            n_per_class=300,
-            model="resnet10t",
-            model_args={"channels": (32, 64, 128, 256), "stem_width": 16},
-            img_size=32,
-            mean=FMNIST_MEAN,
-            std=FMNIST_STD,
-            augment="crop-flip",
-            epochs=6,
-            batch_size=64,
-            lr_per_256=0.4,
-            weight_decay=5e-4,
-            warmup_epochs=1,
-            warmup_lr=1e-3,
-            num_workers=0,
-            track_every=2,
-            # 1,500 images: VCI needs N well above p = 256 (metrics.MIN_SAMPLES_PER_DIM).
-            track_train_per_class=150,
-            track_test_per_class=150,
-            spectrum_top=32,
-        ),
-        Recipe(
+        _SMALL_FMNIST,
+        _SMALL_FMNIST.replace(
             name="small-cifar",
             description=(
                 "CPU-scale family member on the CIFAR-10 images of ../shared/data (zoo_rank.data's cifar10-local): the "
@@ -224,25 +226,8 @@ RECIPES: dict[str, Recipe] = {
             ),
             train_data="cifar10-local",
             test_data="cifar10-local",
-            n_per_class=300,
-            model="resnet10t",
-            model_args={"channels": (32, 64, 128, 256), "stem_width": 16},
-            img_size=32,
             mean=CIFAR10_MEAN,
             std=CIFAR10_STD,
-            augment="crop-flip",
-            epochs=6,
-            batch_size=64,
-            lr_per_256=0.4,
-            weight_decay=5e-4,
-            warmup_epochs=1,
-            warmup_lr=1e-3,
-            num_workers=0,
-            track_every=2,
-            # 1,500 images: VCI needs N well above p = 256 (metrics.MIN_SAMPLES_PER_DIM).
-            track_train_per_class=150,
-            track_test_per_class=150,
-            spectrum_top=32,
         ),
     )
 }
