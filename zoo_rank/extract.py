@@ -300,8 +300,9 @@ def _extract_block(
             num_workers=num_workers,
             collate_fn=_collate,
             pin_memory=forward.device.type == "cuda",
-            # Deep enough that a slow image or two never stalls the model.
-            prefetch_factor=4 if num_workers > 0 else None,
+            # Deep enough that a slow image or two never stalls the model; with many workers (GPU hosts)
+            # 2 each already keeps dozens of batches in flight, and 4 would pin several GB of host memory.
+            prefetch_factor=(4 if num_workers <= 8 else 2) if num_workers > 0 else None,
         )
         buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         buf_first, buf_n, pos = int(missing[0]), 0, 0
