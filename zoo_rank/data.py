@@ -358,18 +358,19 @@ def _image_set(
         )
     ds = ds.select_columns([image_col, label_col])
     label_feature = ds.features[label_col]
-    if isinstance(label_feature, datasets.ClassLabel):
-        classes = classes or list(label_feature.names)
-    elif getattr(label_feature, "dtype", "") in ("string", "large_string"):
-        ds = ds.class_encode_column(label_col)  # sorted names -> codes
-        classes = list(ds.features[label_col].names)
-    if image_col != "image" or label_col != "label":
-        ds = ds.rename_columns({image_col: "image", label_col: "label"})
-    # Image -> Image(mode="RGB") changes the schema only. A label cast would rewrite the whole dataset
-    # (datasets casts non-decodable features with a map), so ClassLabel (int64 codes) and int64 stay as they are.
-    ds = ds.cast_column("image", datasets.Image(mode="RGB"))
-    if getattr(ds.features["label"], "dtype", None) != "int64":
-        ds = ds.cast_column("label", datasets.Value("int64"))
+    with _datasets_quiet():  # the label rewrites below are seconds of work, not worth a progress bar
+        if isinstance(label_feature, datasets.ClassLabel):
+            classes = classes or list(label_feature.names)
+        elif getattr(label_feature, "dtype", "") in ("string", "large_string"):
+            ds = ds.class_encode_column(label_col)  # sorted names -> codes
+            classes = list(ds.features[label_col].names)
+        if image_col != "image" or label_col != "label":
+            ds = ds.rename_columns({image_col: "image", label_col: "label"})
+        # Image -> Image(mode="RGB") changes the schema only. A label cast would rewrite the whole dataset
+        # (datasets casts non-decodable features with a map), so ClassLabel (int64 codes) and int64 stay.
+        ds = ds.cast_column("image", datasets.Image(mode="RGB"))
+        if getattr(ds.features["label"], "dtype", None) != "int64":
+            ds = ds.cast_column("label", datasets.Value("int64"))
     labels = _label_column(ds)
     if len(labels) == 0:
         raise ZooRankError(f"{spec.name}:{split} has no rows; pick another split or check the files")
@@ -469,7 +470,10 @@ def _files_digest(files: list[Path], root: Path) -> str:
 
 def _call_datasets(what: str, load: Callable, *, hub: bool = False):
     try:
-        return load()
+        # Reading local files takes seconds, and their "Generating data split" bars only clutter the
+        # extraction's own progress; a Hub download keeps its bars.
+        with contextlib.nullcontext() if hub else _datasets_quiet():
+            return load()
     except ZooRankError:
         raise
     # datasets and huggingface_hub raise ConnectionError, FileNotFoundError, ValueError, ...: all mean "cannot".
