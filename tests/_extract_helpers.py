@@ -69,6 +69,22 @@ def tiny_backbone(delay_s: float = 0.0):
     return backbone
 
 
+def fail_batches_above(backbone, limit: int) -> list[int]:
+    """Make `backbone.features` raise a CUDA out-of-memory error on batches over `limit` rows, as the
+    caching allocator does when a batch does not fit; returns the list of batch sizes it is called with."""
+    plain = backbone.features
+    seen: list[int] = []
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        seen.append(len(x))
+        if len(x) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return plain(x)
+
+    backbone.features = features
+    return seen
+
+
 def direct_features(backbone, image_set, rows) -> np.ndarray:
     """Reference: the backbone's fp32 features of the given rows, one plain forward pass, (n, p)."""
     x = torch.stack([backbone.transform(image_set.dataset[int(r)]["image"]) for r in rows])

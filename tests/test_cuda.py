@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _extract_helpers import tiny_backbone, tiny_images
+from _extract_helpers import fail_batches_above, tiny_backbone, tiny_images
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -37,20 +37,11 @@ def test_extraction_on_cuda_matches_cpu_fp32(tmp_path):
     assert ref.key == fp32.key != auto.key
 
 
-def test_extraction_halves_the_batch_on_cuda_out_of_memory(tmp_path, monkeypatch):
+def test_extraction_halves_the_batch_on_cuda_out_of_memory(tmp_path):
     from zoo_rank import extract
 
     backbone = tiny_backbone()
-    plain = backbone.features
-    seen = []
-
-    def features(x):
-        seen.append(len(x))
-        if len(x) > 4:  # what the CUDA caching allocator raises when a batch does not fit
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return plain(x)
-
-    backbone.features = features
+    seen = fail_batches_above(backbone, 4)
     fs = extract.extract_features(
         backbone, tiny_images(), batch_size=16, device="cuda", cache_dir=tmp_path, quiet=True
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _extract_helpers import direct_features, tiny_backbone, tiny_images
+from _extract_helpers import direct_features, fail_batches_above, tiny_backbone, tiny_images
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -79,16 +79,7 @@ def test_default_precision_uses_bf16_where_native_and_stays_close_to_fp32(images
 
 def test_out_of_memory_halves_the_batch_and_goes_on(images, cache_dir):
     backbone = tiny_backbone()
-    plain = backbone.features
-    seen = []
-
-    def features(x):
-        seen.append(len(x))
-        if len(x) > 3:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return plain(x)
-
-    backbone.features = features
+    seen = fail_batches_above(backbone, 3)
     fs = extract_features(backbone, images, precision="fp32", batch_size=8, num_workers=0, quiet=True)
     assert fs.meta["batch_size"] == 2 and seen[:3] == [8, 4, 2]
     assert max(seen[3:]) == 2
