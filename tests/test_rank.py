@@ -34,6 +34,14 @@ def test_parse_model_and_models_file(tmp_path):
         rank_mod.read_models_file(f)
 
 
+@pytest.mark.parametrize("sizes", [{"n_per_class": -3}, {"probe_n_per_class": 0}, {"seed": -1}])
+def test_bad_subset_sizes_fail_the_run_before_any_model_or_file(tmp_path, sizes):
+    out = tmp_path / "board"
+    with pytest.raises(ZooRankError, match=r"need n_per_class >= 1 and seed >= 0.*--n-per-class 50"):
+        rank_mod.rank(["random-init:test_efficientnet"], data="digits", out=out, quiet=True, **sizes)
+    assert not list(tmp_path.iterdir())
+
+
 def test_default_data_falls_back_to_digits(monkeypatch):
     import zoo_rank.data as data
 

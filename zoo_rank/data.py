@@ -704,8 +704,7 @@ def balanced_indices(labels: Any, n_per_class: int, seed: int = 0) -> tuple[np.n
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ZooRankError(f"expected 1D integer labels, got shape {labels.shape} dtype {labels.dtype}")
-    if n_per_class < 1 or seed < 0:
-        raise ZooRankError(f"need n_per_class >= 1 and seed >= 0, got n_per_class={n_per_class}, seed={seed}")
+    check_subset_args(n_per_class, seed)
     if len(labels) and labels.min() < 0:
         raise ZooRankError(f"labels must be >= 0 (found {int(labels.min())}); drop unlabelled rows first")
     order = np.argsort(labels, kind="stable")  # rows grouped by class, ascending within each class
@@ -722,6 +721,15 @@ def balanced_indices(labels: Any, n_per_class: int, seed: int = 0) -> tuple[np.n
         chosen.append(rows[np.argsort(keys, kind="stable")[:n_per_class]])
     indices = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, np.int64)
     return indices.astype(np.int64), short
+
+
+def check_subset_args(n_per_class: int | None, seed: int) -> None:
+    """Raise unless n_per_class (None = every image) is >= 1 and seed >= 0."""
+    if (n_per_class is not None and n_per_class < 1) or seed < 0:
+        raise ZooRankError(
+            f"need n_per_class >= 1 and seed >= 0, got n_per_class={n_per_class}, seed={seed}; "
+            "pass e.g. --n-per-class 50 --seed 0"
+        )
 
 
 def balanced_subset(images: ImageSet, n_per_class: int, seed: int = 0) -> Manifest:

@@ -371,7 +371,7 @@ def rank(
     n_boot: bootstrap resamples for the correlation intervals on the board.
     Returns the board and the written paths.
     """
-    from zoo_rank.data import known_datasets
+    from zoo_rank.data import check_subset_args, known_datasets
     from zoo_rank.leaderboard import check_mode
     from zoo_rank.metrics import resolve_metric_names
 
@@ -396,6 +396,9 @@ def rank(
         n_per_class = DEFAULT_N_PER_CLASS if n_per_class is None else n_per_class
         probe_n_per_class = DEFAULT_PROBE_N_PER_CLASS if probe_n_per_class is None else probe_n_per_class
     probe_method = DEFAULT_PROBE_METHOD if probe_method is None else probe_method
+    # Once here, not once per model: a bad size is the run's error, not every candidate's.
+    check_subset_args(n_per_class, seed)
+    check_subset_args(probe_n_per_class, seed)
 
     notes: list[str] = []
     images, data_spec = _load_data(data, split, notes)
