@@ -8,6 +8,8 @@ classes that are already separated fine-tune better, so VCI counts -1 and LogME 
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +24,19 @@ from zoo_rank.metrics.collapse import (
     squared_distance,
     vci,
 )
+from zoo_rank.metrics.fisher import NCTITerms, ncti_combine, ncti_ncc, ncti_seli, ncti_terms, ncti_vc, sfda
+from zoo_rank.metrics.selection import gbc, nleep, transrate
+from zoo_rank.metrics.source import leep, nce
 from zoo_rank.metrics.stats import ClassStats, pooled, stats_of
 from zoo_rank.metrics.transfer import h_score, knn_accuracy, logme
+
+#: What a metric reads: "stats" (ClassStats suffice), "raw" (the (N, p) features and labels) or
+#: "source_probs" (the source head's (N, Z) softmax on the target images, and the labels).
+NEEDS = ("stats", "raw", "source_probs")
+
+
+class MissingInputWarning(UserWarning):
+    """A requested metric was left N/A (NaN) because its input was not given."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,18 @@ class MetricInfo:
     needs_raw: bool
     source_sign: int
     target_sign: int
+    #: One of NEEDS; left empty it follows needs_raw ("raw" if set, else "stats"). needs_raw stays True
+    #: for every metric that ClassStats alone cannot give.
+    needs: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.needs:
+            object.__setattr__(self, "needs", "raw" if self.needs_raw else "stats")
+        if self.needs not in NEEDS or self.needs_raw != (self.needs != "stats"):
+            raise ZooRankError(
+                f"metric {self.name}: needs={self.needs!r} with needs_raw={self.needs_raw}; "
+                f"expected one of {NEEDS}, with needs_raw False exactly for 'stats'."
+            )
 
     def sign(self, mode: str) -> int:
         """+1 if a higher value predicts better transfer in `mode` ("source" or "target"), else -1."""
@@ -46,6 +71,7 @@ class MetricInfo:
 
 _LESS_COLLAPSE = "more within-class variability (less collapse)"
 _MORE_SEPARATED = "classes better separated (more collapse)"
+_SOURCE_HEAD_FITS = "target labels better predicted from the source head"
 
 METRICS: dict[str, MetricInfo] = {
     m.name: m
@@ -130,6 +156,98 @@ METRICS: dict[str, MetricInfo] = {
             -1,
             +1,
         ),
+        MetricInfo(
+            "leep",
+            leep,
+            _SOURCE_HEAD_FITS,
+            "log expected empirical prediction of the target labels from the source head's softmax",
+            "Nguyen et al., ICML 2020 (eq. 2)",
+            True,
+            -1,
+            +1,
+            "source_probs",
+        ),
+        MetricInfo(
+            "nce",
+            nce,
+            _SOURCE_HEAD_FITS,
+            "-H(Y | Z), Z the source head's argmax on the target images",
+            "Tran et al., ICCV 2019 (eq. 4)",
+            True,
+            -1,
+            +1,
+            "source_probs",
+        ),
+        MetricInfo(
+            "nleep",
+            nleep,
+            _MORE_SEPARATED,
+            "LEEP on the posteriors of a K-component GMM fit to PCA features (80% of the variance)",
+            "Li et al., CVPR 2021",
+            True,
+            -1,
+            +1,
+        ),
+        MetricInfo(
+            "gbc",
+            gbc,
+            _MORE_SEPARATED,
+            "minus the summed Bhattacharyya coefficients of per-class diagonal Gaussians on 64-d PCA features",
+            "Pandey et al., CVPR 2022 (eq. 5)",
+            True,
+            -1,
+            +1,
+        ),
+        MetricInfo(
+            "transrate",
+            transrate,
+            _MORE_SEPARATED,
+            "coding rate R(Z, 1e-4) minus the mean per-class coding rate, on centred features",
+            "Huang et al., ICML 2022 (eq. 4)",
+            True,
+            -1,
+            +1,
+        ),
+        MetricInfo(
+            "sfda",
+            sfda,
+            _MORE_SEPARATED,
+            "mean true-class posterior of a regularised Fisher classifier after ConfMix",
+            "Shao et al., ECCV 2022 (Alg. 1)",
+            True,
+            -1,
+            +1,
+        ),
+        MetricInfo(
+            "ncti_seli",
+            ncti_seli,
+            _MORE_SEPARATED,
+            "NCTI term: nuclear norm of the centred LDA projection (64-d PCA); ncti_combine ranks a zoo",
+            "Wang et al., ICCV 2023 (eq. 8)",
+            True,
+            -1,
+            +1,
+        ),
+        MetricInfo(
+            "ncti_ncc",
+            ncti_ncc,
+            _MORE_SEPARATED,
+            "NCTI term: mean true-class posterior of the LDA (nearest-centre) classifier",
+            "Wang et al., ICCV 2023 (eq. 10)",
+            True,
+            -1,
+            +1,
+        ),
+        MetricInfo(
+            "ncti_vc",
+            ncti_vc,
+            "more within-class variability of the LDA posteriors",
+            "NCTI term: log of the summed per-class nuclear norms of the LDA posteriors",
+            "Wang et al., ICCV 2023 (eq. 5)",
+            True,
+            +1,
+            -1,
+        ),
     ]
 }
 
@@ -147,37 +265,78 @@ def resolve_metric_names(names: Iterable[str] | None) -> list[str]:
     return names
 
 
-def compute_metrics(features: Any, labels: Any, names: Iterable[str] | None = None) -> dict[str, float]:
-    """Every requested metric of one labelled feature set, sharing one ClassStats (and its eigh)."""
+def compute_metrics(
+    features: Any, labels: Any, names: Iterable[str] | None = None, *, source_probs: Any = None
+) -> dict[str, float]:
+    """Every requested metric of one labelled feature set, sharing one ClassStats (and its eigh).
+
+    features (N, p) with labels (N,), or a ClassStats (labels None). `source_probs` (N, Z), the source
+    head's softmax on the same images, feeds the metrics that need it (LEEP, NCE); without it they come
+    back NaN (N/A) with a MissingInputWarning saying why, and every other metric is computed as usual.
+    """
     chosen = resolve_metric_names(names)
     if isinstance(features, ClassStats):
         stats, raw = features, None
-        if any(METRICS[n].needs_raw for n in chosen):
+        need_raw = [n for n in chosen if METRICS[n].needs == "raw"]
+        if need_raw:
             raise ZooRankError(
-                "knn_accuracy needs raw features; pass (features, labels) or drop it from the metric list."
+                f"{', '.join(need_raw)} need(s) raw features; pass (features, labels) or drop them from the metric list."
             )
     else:
         check_features_labels(features, labels)
         stats, raw = ClassStats.from_arrays(features, labels), (features, labels)
-    return {n: (METRICS[n].fn(*raw) if METRICS[n].needs_raw else METRICS[n].fn(stats)) for n in chosen}
+    scores: dict[str, float] = {}
+    for n in chosen:
+        info = METRICS[n]
+        if info.needs == "stats":
+            scores[n] = info.fn(stats)
+        elif info.needs == "raw":
+            scores[n] = info.fn(*raw)
+        elif source_probs is None or labels is None:
+            missing = "source_probs (the source head's softmax on these images)"
+            if source_probs is not None:
+                missing = "the labels (a ClassStats carries none)"
+            warnings.warn(
+                f"{n}: N/A, it needs {missing}; models without a pretraining head have none.",
+                MissingInputWarning,
+                stacklevel=2,
+            )
+            scores[n] = math.nan
+        else:
+            scores[n] = info.fn(source_probs, labels)
+    return scores
 
 
 __all__ = [
     "METRICS",
+    "NEEDS",
     "ClassStats",
     "MetricInfo",
+    "MissingInputWarning",
+    "NCTITerms",
     "SampleSizeWarning",
     "class_separation",
     "compute_metrics",
     "cosine_similarity",
     "fuzziness",
+    "gbc",
     "h_score",
     "knn_accuracy",
+    "leep",
     "logme",
+    "nce",
+    "ncti_combine",
+    "ncti_ncc",
+    "ncti_seli",
+    "ncti_terms",
+    "ncti_vc",
+    "nleep",
     "pooled",
     "probe_trace",
     "resolve_metric_names",
+    "sfda",
     "squared_distance",
     "stats_of",
+    "transrate",
     "vci",
 ]
