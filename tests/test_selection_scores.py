@@ -90,7 +90,7 @@ def test_gbc_pca_keeps_64_directions():
 
 
 def naive_transrate(x, y, eps=1e-4):
-    """Huang et al. 2022, eq. 3-4, with the d x d matrix for every term."""
+    """Huang et al. 2022, with the d x d matrix for every term."""
     z = x - x.mean(axis=0)
 
     def rate(a):
@@ -124,7 +124,7 @@ def test_transrate_equals_naive(p):
 
 
 def naive_sfda(x, y, a=5.0):
-    """Shao et al. 2022, Alg. 1, written out: per-class covariances, S~_W^-1 by a solve (no eigenbasis)."""
+    """Shao et al. 2022, written out: per-class covariances, S~_W^-1 by a solve (no eigenbasis)."""
     classes = np.unique(y)
     k, (n, p) = len(classes), x.shape
 

@@ -36,7 +36,7 @@ def random_probs(n=300, z=9, k=5, seed=0, concentration=0.3):
 
 
 def direct_leep(probs, labels):
-    """Nguyen et al. 2020, eq. 1-2, with Python loops over i, y, z."""
+    """Nguyen et al. 2020, with Python loops over i, y, z."""
     n, n_source = probs.shape
     targets = sorted(set(labels.tolist()))
     joint = {(y, z): 0.0 for y in targets for z in range(n_source)}
@@ -46,12 +46,14 @@ def direct_leep(probs, labels):
     marginal = [sum(joint[y, z] for y in targets) for z in range(n_source)]
     total = 0.0
     for i in range(n):
-        total += math.log(sum(joint[labels[i], z] / marginal[z] * float(probs[i, z]) for z in range(n_source)))
+        total += math.log(
+            sum(joint[labels[i], z] / marginal[z] * float(probs[i, z]) for z in range(n_source))
+        )
     return total / n
 
 
 def direct_nce(probs, labels):
-    """Tran et al. 2019, eq. 4: -H(Y | Z) = sum_{y,z} P(y, z) log P(y | z), Z = argmax of the head."""
+    """Tran et al. 2019: -H(Y | Z) = sum_{y,z} P(y, z) log P(y | z), Z = argmax of the head."""
     n = len(labels)
     z = [int(np.argmax(row)) for row in probs]
     pair_counts = Counter(zip(labels.tolist(), z, strict=True))

@@ -168,7 +168,7 @@ def print_registry() -> None:
     from zoo_rank._console import console
 
     table = Table(title="zoo_rank metrics (sign: +1 = higher predicts better transfer)")
-    for col in ("name", "higher means", "source", "target", "raw features", "description", "citation"):
+    for col in ("name", "higher means", "source", "target", "needs", "description", "citation"):
         table.add_column(col)
     for m in METRICS.values():
         table.add_row(
@@ -176,7 +176,7 @@ def print_registry() -> None:
             m.higher_means,
             f"{m.source_sign:+d}",
             f"{m.target_sign:+d}",
-            "yes" if m.needs_raw else "no",
+            m.needs,
             m.description,
             m.citation,
         )

@@ -161,7 +161,7 @@ METRICS: dict[str, MetricInfo] = {
             leep,
             _SOURCE_HEAD_FITS,
             "log expected empirical prediction of the target labels from the source head's softmax",
-            "Nguyen et al., ICML 2020 (eq. 2)",
+            "Nguyen et al., ICML 2020",
             True,
             -1,
             +1,
@@ -172,7 +172,7 @@ METRICS: dict[str, MetricInfo] = {
             nce,
             _SOURCE_HEAD_FITS,
             "-H(Y | Z), Z the source head's argmax on the target images",
-            "Tran et al., ICCV 2019 (eq. 4)",
+            "Tran et al., ICCV 2019",
             True,
             -1,
             +1,
@@ -193,7 +193,7 @@ METRICS: dict[str, MetricInfo] = {
             gbc,
             _MORE_SEPARATED,
             "minus the summed Bhattacharyya coefficients of per-class diagonal Gaussians on 64-d PCA features",
-            "Pandey et al., CVPR 2022 (eq. 5)",
+            "Pandey et al., CVPR 2022",
             True,
             -1,
             +1,
@@ -203,7 +203,7 @@ METRICS: dict[str, MetricInfo] = {
             transrate,
             _MORE_SEPARATED,
             "coding rate R(Z, 1e-4) minus the mean per-class coding rate, on centred features",
-            "Huang et al., ICML 2022 (eq. 4)",
+            "Huang et al., ICML 2022",
             True,
             -1,
             +1,
@@ -213,7 +213,7 @@ METRICS: dict[str, MetricInfo] = {
             sfda,
             _MORE_SEPARATED,
             "mean true-class posterior of a regularised Fisher classifier after ConfMix",
-            "Shao et al., ECCV 2022 (Alg. 1)",
+            "Shao et al., ECCV 2022",
             True,
             -1,
             +1,
@@ -223,7 +223,7 @@ METRICS: dict[str, MetricInfo] = {
             ncti_seli,
             _MORE_SEPARATED,
             "NCTI term: nuclear norm of the centred LDA projection (64-d PCA); ncti_combine ranks a zoo",
-            "Wang et al., ICCV 2023 (eq. 8)",
+            "Wang et al., ICCV 2023",
             True,
             -1,
             +1,
@@ -233,7 +233,7 @@ METRICS: dict[str, MetricInfo] = {
             ncti_ncc,
             _MORE_SEPARATED,
             "NCTI term: mean true-class posterior of the LDA (nearest-centre) classifier",
-            "Wang et al., ICCV 2023 (eq. 10)",
+            "Wang et al., ICCV 2023",
             True,
             -1,
             +1,
@@ -243,7 +243,7 @@ METRICS: dict[str, MetricInfo] = {
             ncti_vc,
             "more within-class variability of the LDA posteriors",
             "NCTI term: log of the summed per-class nuclear norms of the LDA posteriors",
-            "Wang et al., ICCV 2023 (eq. 5)",
+            "Wang et al., ICCV 2023",
             True,
             +1,
             -1,
@@ -252,10 +252,11 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
-def resolve_metric_names(names: Iterable[str] | None) -> list[str]:
-    """Validate metric names (None -> all, in registry order)."""
+def resolve_metric_names(names: Iterable[str] | None, *, source_probs: bool = False) -> list[str]:
+    """Validate metric names. None -> all in registry order, except those that read the source head's
+    softmax unless `source_probs` says it is given (they are there on request, N/A without it)."""
     if names is None:
-        return list(METRICS)
+        return [n for n, m in METRICS.items() if source_probs or m.needs != "source_probs"]
     names = list(names)
     unknown = [n for n in names if n not in METRICS]
     if unknown:
@@ -271,10 +272,10 @@ def compute_metrics(
     """Every requested metric of one labelled feature set, sharing one ClassStats (and its eigh).
 
     features (N, p) with labels (N,), or a ClassStats (labels None). `source_probs` (N, Z), the source
-    head's softmax on the same images, feeds the metrics that need it (LEEP, NCE); without it they come
-    back NaN (N/A) with a MissingInputWarning saying why, and every other metric is computed as usual.
+    head's softmax on the same images, feeds the metrics that need it (LEEP, NCE; in the default list
+    only when given); named without it they come back NaN (N/A) with a MissingInputWarning saying why.
     """
-    chosen = resolve_metric_names(names)
+    chosen = resolve_metric_names(names, source_probs=source_probs is not None)
     if isinstance(features, ClassStats):
         stats, raw = features, None
         need_raw = [n for n in chosen if METRICS[n].needs == "raw"]

@@ -3,19 +3,19 @@
 Both fit a regularised linear discriminant to the labelled target features (N, p), labels (N,), and
 read how well its posteriors P(y | x) recover the labels; both need the raw features.
 
-SFDA, the paper's Algorithm 1 with the conventions of the authors' released code:
+SFDA, the paper's algorithm with the conventions of the authors' released code:
     1. Regularised Fisher discriminant: shrink both scatters, S~ = (1 - lam) S + lam (tr S / p) I, with
-       lam = exp(-a sigma_max(S_W)), a = 5, floored at 1e-10 (eq. 4); the Fisher basis U solves
+       lam = exp(-a sigma_max(S_W)), a = 5, floored at 1e-10; the Fisher basis U solves
        S~_B u = gamma S~_W u with U^T S~_W U = I, where S~_B = S~_T - S~_W.
     2. In the Fisher space the classes are unit-covariance Gaussians: logits
-       x^T U U^T mu_c - 1/2 mu_c^T U U^T mu_c + log pi_c, P(y | x) = softmax (eq. 5-6). With all p
+       x^T U U^T mu_c - 1/2 mu_c^T U U^T mu_c + log pi_c, P(y | x) = softmax. With all p
        directions (the default, as the released code) U U^T = S~_W^-1: a shrinkage LDA.
-    3. ConfMix (eq. 7): each sample moves towards the mean of the other classes' means by its
+    3. ConfMix: each sample moves towards the mean of the other classes' means by its
        confidence, x' = q x + (1 - q) mean_{c != y} mu_c, q = softmax_c(P(c | x))_y (the code's
        softened posterior), and step 1-2 are refit on x' with the same lam.
     SFDA = 1/N sum_i P'(y_i | x'_i), the mean posterior of the true class (the code omits the log).
 
-NCTI, with the three neural-collapse terms of the paper (eq. 5, 8, 10) as the authors compute them:
+NCTI, with the three neural-collapse terms of the paper as the authors compute them:
     PCA to 64 dimensions; sklearn LDA with shrinkage exp(-sum of the top 32 PCA variances) (plain
     LDA when that is below 1e-10); H the LDA projection (K - 1 dims), centred; P the LDA posteriors.
         S_seli = ||H||_*                          nuclear norm: closeness to the SELI / simplex geometry
@@ -137,7 +137,7 @@ def ncti_vc(features: Any, labels: Any) -> float:
 
 def ncti_combine(terms: Mapping[str, NCTITerms]) -> dict[str, float]:
     """NCTI of each model of a zoo: norm(S_seli) + norm(S_ncc) - norm(S_vc), each term min-max
-    normalised over the models given (Wang et al. 2023, eq. 11). A term equal across all models adds 0."""
+    normalised over the models given (Wang et al. 2023). A term equal across all models adds 0."""
     if not terms:
         raise ZooRankError("ncti_combine needs the terms of at least one model; got none.")
     names = list(terms)

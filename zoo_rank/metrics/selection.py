@@ -3,14 +3,14 @@
 Each scores a labelled target feature set (N, p) with labels (N,); higher predicts better fine-tuning.
 All three need the raw features (a PCA, a mixture fit, per-class spreads), not only `ClassStats`.
 
-    N-LEEP (Li et al., CVPR 2021, Sec. 3.2): PCA keeping 80% of the variance, a Gaussian mixture with
+    N-LEEP (Li et al., CVPR 2021): PCA keeping 80% of the variance, a Gaussian mixture with
         as many components as target classes (times `components_per_class`), then LEEP with the
         mixture's posteriors P(v | x_i) in place of a source head's softmax.
-    GBC (Pandey et al., CVPR 2022, eq. 3-5): per-class diagonal Gaussians N(mu_c, diag(s_c)) on
+    GBC (Pandey et al., CVPR 2022): per-class diagonal Gaussians N(mu_c, diag(s_c)) on
         64-d PCA features; Bhattacharyya distance D_B(c_i, c_j) = 1/8 (mu_i - mu_j)^T S^-1 (mu_i - mu_j)
         + 1/2 ln(det S / sqrt(det S_i det S_j)), S = (S_i + S_j) / 2; BC = exp(-D_B);
         GBC = -sum_{i != j} BC(c_i, c_j), in [-K(K - 1), 0] (0: no class overlaps any other).
-    TransRate (Huang et al., ICML 2022, eq. 3-4): on globally centred features Z,
+    TransRate (Huang et al., ICML 2022): on globally centred features Z,
         TrR = R(Z, eps) - 1/K sum_k R(Z_k, eps),  R(Z, eps) = 1/2 log det(I + Z^T Z / (n eps)),
         with Z_k the n_k rows of class k and eps = 1e-4 (the authors' released code).
 """

@@ -4,12 +4,12 @@ Both read `source_probs` (N, Z): the pretrained head's softmax over its Z source
 the N labelled target images, with `labels` (N,) the target classes. Higher is better for both: they
 are (negative) log-likelihoods of the target labels under a classifier built on the source head.
 
-    LEEP (Nguyen et al., ICML 2020, eq. 1-2):
+    LEEP (Nguyen et al., ICML 2020, the LEEP definition):
         P(y, z) = 1/N sum_{i: y_i = y} theta(x_i)_z           empirical joint, (K, Z)
         P(y | z) = P(y, z) / P(z),  P(z) = sum_y P(y, z)       empirical conditional
         LEEP = 1/N sum_i log( sum_z P(y_i | z) theta(x_i)_z )  average log expected empirical prediction
 
-    NCE (Tran et al., ICCV 2019, eq. 4): with the hard source labels z_i = argmax_z theta(x_i)_z,
+    NCE (Tran et al., ICCV 2019, negative conditional entropy): with the hard source labels z_i = argmax_z theta(x_i)_z,
         NCE = -H(Y | Z) = sum_{y,z} P(y, z) log P(y | z)       on the empirical joint of (y_i, z_i).
 """
 
@@ -51,7 +51,7 @@ def check_source_probs(source_probs: Any, labels: Any) -> tuple[np.ndarray, np.n
 
 
 def leep(source_probs: Any, labels: Any) -> float:
-    """LEEP (Nguyen et al. 2020, eq. 2): average log expected empirical prediction, in (-inf, 0].
+    """LEEP (Nguyen et al. 2020): average log expected empirical prediction, in (-inf, 0].
 
     source_probs (N, Z) softmax outputs of the source head on the target images; labels (N,).
     0 when every source class maps to one target class and each image's source prediction is certain.
