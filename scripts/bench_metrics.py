@@ -28,10 +28,18 @@ from zoo_rank.metrics import (
     class_separation,
     cosine_similarity,
     fuzziness,
+    gbc,
+    leep,
     logme,
+    nce,
+    ncti_terms,
+    nleep,
+    sfda,
     squared_distance,
+    transrate,
     vci,
 )
+from zoo_rank.metrics.selection import pca_features
 
 
 def timed(fn, *args, reps: int = 1):
@@ -73,6 +81,19 @@ def main() -> None:
     ap.add_argument(
         "--device", default="cpu", help="also time the ClassStats pass on this device (e.g. cuda)"
     )
+    ap.add_argument(
+        "--new-scores",
+        action="store_true",
+        help="also time LEEP, NCE (Z = --z source classes), N-LEEP, GBC, TransRate, SFDA and NCTI, once each",
+    )
+    ap.add_argument("--z", type=int, default=1000, help="source classes of the LEEP / NCE head")
+    ap.add_argument(
+        "--nleep-scale",
+        type=int,
+        default=10,
+        help="N-LEEP runs on N / this and K / this (its full-covariance GMM costs ~N K d^2 per EM step)",
+    )
+    ap.add_argument("--only-new", action="store_true", help="with --new-scores: skip everything else")
     args = ap.parse_args()
 
     import scipy
@@ -91,6 +112,10 @@ def main() -> None:
     means = rng.normal(size=(k, p)).astype(np.float32)
     x = (3.0 * means[y] + rng.standard_normal((n, p), dtype=np.float32) + 10.0).astype(np.float32)
     print(f"features: N={n}, p={p}, K={k}, float32, {x.nbytes / 2**30:.2f} GiB")
+    if args.new_scores:
+        new_scores(x, y, args, rng)
+        if args.only_new:
+            return
 
     # The yardstick: one float32 Gram product plus one float64 p x p eigendecomposition.
     _, t_gram = timed(lambda: x.T @ x, reps=args.reps)
@@ -173,6 +198,45 @@ def main() -> None:
     )
     if args.device != "cpu":
         device_pass(x, y, torch.device(args.device), ours)
+
+
+def new_scores(x: np.ndarray, y: np.ndarray, args, rng: np.random.Generator) -> None:
+    """Each score of the model-selection literature once, on the same features (wall seconds)."""
+    n, k, z = len(y), args.k, args.z
+    # A source head that half knows the target classes: class y leans on source class y mod Z.
+    logits = rng.standard_normal((n, z), dtype=np.float32)
+    logits[np.arange(n), y % z] += 3.0
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    print(f"\nnew scores (one run each; source head Z={z}):")
+    print(f"{'score':34s} {'seconds':>9s}  value")
+    for name, fn, inputs in [
+        ("LEEP", leep, (probs, y)),
+        ("NCE", nce, (probs, y)),
+        ("GBC (PCA to 64)", gbc, (x, y)),
+        ("TransRate", transrate, (x, y)),
+        ("SFDA", sfda, (x, y)),
+        ("NCTI terms (seli, ncc, vc)", ncti_terms, (x, y)),
+    ]:
+        value, t = timed(fn, *inputs)
+        shown = ", ".join(f"{v:.6g}" for v in value) if isinstance(value, tuple) else f"{value:.6g}"
+        print(f"{name:34s} {t:9.2f}  {shown}")
+    print("  (compute_metrics computes them once for ncti_seli, ncti_ncc and ncti_vc together)")
+    _, t_pca = timed(pca_features, x, 0.8, 0)
+    d = pca_features(x[: min(n, 4 * x.shape[1])], 0.8, 0).shape[1]
+    print(
+        f"N-LEEP PCA to 80% of the variance at full N: {t_pca:.2f} s; "
+        f"{d} dims kept on a {min(n, 4 * x.shape[1])}-row subsample"
+    )
+    small_n, small_k = n // args.nleep_scale, max(2, k // args.nleep_scale)
+    keep = y < small_k
+    xs, ys = x[keep][:small_n], y[keep][:small_n]
+    value, t = timed(nleep, xs, ys)
+    print(
+        f"N-LEEP on N={len(ys)}, K={small_k} (p={x.shape[1]}, full covariances): {t:.2f} s, value {value:.6g}"
+    )
+    _, t1 = timed(lambda: nleep(xs, ys, max_iter=1))
+    print(f"  of which PCA + k-means init + one EM step: {t1:.2f} s")
 
 
 def device_pass(x: np.ndarray, y: np.ndarray, device, cpu_values: dict) -> None:

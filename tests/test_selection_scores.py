@@ -205,3 +205,13 @@ def test_better_separated_features_score_better(name):
     means = np.array([x_far[y == c].mean(0) for c in range(4)])
     x_near = x_far - 0.8 * means[y]  # same within-class scatter, means pulled together
     assert sign * METRICS[name].fn(x_far, y) > sign * METRICS[name].fn(x_near, y)
+
+
+def test_compute_metrics_shares_the_ncti_terms():
+    from zoo_rank.metrics import compute_metrics
+
+    x, y = blobs(spread=2.0)
+    terms = ncti_terms(x, y)
+    got = compute_metrics(x, y, ["ncti_vc", "ncti_seli", "ncti_ncc", "vci"])
+    assert (got["ncti_seli"], got["ncti_ncc"], got["ncti_vc"]) == pytest.approx(tuple(terms), rel=1e-12)
+    assert METRICS["ncti_ncc"].fn(x, y) == pytest.approx(terms.ncc, rel=1e-12)

@@ -24,7 +24,16 @@ from zoo_rank.metrics.collapse import (
     squared_distance,
     vci,
 )
-from zoo_rank.metrics.fisher import NCTITerms, ncti_combine, ncti_ncc, ncti_seli, ncti_terms, ncti_vc, sfda
+from zoo_rank.metrics.fisher import (
+    NCTITerms,
+    TermOf,
+    ncti_combine,
+    ncti_ncc,
+    ncti_seli,
+    ncti_terms,
+    ncti_vc,
+    sfda,
+)
 from zoo_rank.metrics.selection import gbc, nleep, transrate
 from zoo_rank.metrics.source import leep, nce
 from zoo_rank.metrics.stats import ClassStats, pooled, stats_of
@@ -287,10 +296,15 @@ def compute_metrics(
         check_features_labels(features, labels)
         stats, raw = ClassStats.from_arrays(features, labels), (features, labels)
     scores: dict[str, float] = {}
+    shared: dict[Callable[..., Any], Any] = {}  # terms computed once for every metric that is one of them
     for n in chosen:
         info = METRICS[n]
         if info.needs == "stats":
             scores[n] = info.fn(stats)
+        elif isinstance(info.fn, TermOf):
+            if info.fn.terms not in shared:
+                shared[info.fn.terms] = info.fn.terms(*raw)
+            scores[n] = float(getattr(shared[info.fn.terms], info.fn.field))
         elif info.needs == "raw":
             scores[n] = info.fn(*raw)
         elif source_probs is None or labels is None:

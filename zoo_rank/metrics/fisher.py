@@ -27,7 +27,8 @@ NCTI, with the three neural-collapse terms of the paper as the authors compute t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -120,19 +121,22 @@ def ncti_terms(features: Any, labels: Any, *, n_components: int = 64, seed: int 
     return NCTITerms(seli, ncc, vc)
 
 
-def ncti_seli(features: Any, labels: Any) -> float:
-    """NCTI's S_seli term alone (higher: closer to the collapsed geometry)."""
-    return ncti_terms(features, labels).seli
+@dataclass(frozen=True)
+class TermOf:
+    """A metric that is one field of a shared computation: `compute_metrics` runs `terms` once for all
+    the fields it is asked for; called alone it computes the terms itself."""
+
+    terms: Callable[..., tuple]
+    field: str
+    doc: str
+
+    def __call__(self, features: Any, labels: Any) -> float:
+        return float(getattr(self.terms(features, labels), self.field))
 
 
-def ncti_ncc(features: Any, labels: Any) -> float:
-    """NCTI's S_ncc term alone (higher: the nearest-centre classifier fits better)."""
-    return ncti_terms(features, labels).ncc
-
-
-def ncti_vc(features: Any, labels: Any) -> float:
-    """NCTI's S_vc term alone (lower: less within-class variability of the posteriors)."""
-    return ncti_terms(features, labels).vc
+ncti_seli = TermOf(ncti_terms, "seli", "NCTI's S_seli term alone (higher: closer to the collapsed geometry).")
+ncti_ncc = TermOf(ncti_terms, "ncc", "NCTI's S_ncc term alone (higher: the nearest-centre classifier fits).")
+ncti_vc = TermOf(ncti_terms, "vc", "NCTI's S_vc term alone (lower: less within-class posterior variability).")
 
 
 def ncti_combine(terms: Mapping[str, NCTITerms]) -> dict[str, float]:
