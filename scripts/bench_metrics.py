@@ -208,6 +208,11 @@ def new_scores(x: np.ndarray, y: np.ndarray, args, rng: np.random.Generator) -> 
     logits[np.arange(n), y % z] += 3.0
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
+    # Warm up: imports and first-call set-up (sklearn, LAPACK) stay out of the timings.
+    small = np.flatnonzero(y < 3)[:60]
+    for fn in (gbc, transrate, sfda, ncti_terms):
+        fn(x[small, :8], y[small])
+    nleep(x[small, :8], y[small], max_iter=1)
     print(f"\nnew scores (one run each; source head Z={z}):")
     print(f"{'score':34s} {'seconds':>9s}  value")
     for name, fn, inputs in [
@@ -222,21 +227,19 @@ def new_scores(x: np.ndarray, y: np.ndarray, args, rng: np.random.Generator) -> 
         shown = ", ".join(f"{v:.6g}" for v in value) if isinstance(value, tuple) else f"{value:.6g}"
         print(f"{name:34s} {t:9.2f}  {shown}")
     print("  (compute_metrics computes them once for ncti_seli, ncti_ncc and ncti_vc together)")
-    _, t_pca = timed(pca_features, x, 0.8, 0)
-    d = pca_features(x[: min(n, 4 * x.shape[1])], 0.8, 0).shape[1]
-    print(
-        f"N-LEEP PCA to 80% of the variance at full N: {t_pca:.2f} s; "
-        f"{d} dims kept on a {min(n, 4 * x.shape[1])}-row subsample"
-    )
-    small_n, small_k = n // args.nleep_scale, max(2, k // args.nleep_scale)
+    reduced, t_pca = timed(pca_features, x, 0.8, 0)
+    d = reduced.shape[1]
+    print(f"N-LEEP's PCA to 80% of the variance: {t_pca:.2f} s, keeps d={d} of {x.shape[1]} dims")
+    # A full-covariance GMM costs ~N K d^2 per EM step (up to 100 steps): at the full size that is out
+    # of reach on a CPU, so N-LEEP runs one EM step on a class subset (N / scale, K / scale).
+    small_k = max(2, k // args.nleep_scale)
     keep = y < small_k
-    xs, ys = x[keep][:small_n], y[keep][:small_n]
-    value, t = timed(nleep, xs, ys)
-    print(
-        f"N-LEEP on N={len(ys)}, K={small_k} (p={x.shape[1]}, full covariances): {t:.2f} s, value {value:.6g}"
-    )
+    xs, ys = x[keep], y[keep]
     _, t1 = timed(lambda: nleep(xs, ys, max_iter=1))
-    print(f"  of which PCA + k-means init + one EM step: {t1:.2f} s")
+    print(
+        f"N-LEEP with one EM step on N={len(ys)}, K={small_k}, p={x.shape[1]} "
+        f"(PCA + k-means init + 1 of up to 100 EM steps, full covariances): {t1:.2f} s"
+    )
 
 
 def device_pass(x: np.ndarray, y: np.ndarray, device, cpu_values: dict) -> None:
