@@ -51,6 +51,17 @@ def test_nleep_hand_cases():
         nleep(x, y, variance=1.5)
 
 
+def test_nleep_few_samples_per_component_and_scale():
+    """5 samples per class in 300 dims (float32, dead ReLU units) fits; the score ignores the scale."""
+    rng = np.random.default_rng(1)
+    y = np.arange(50) % 10
+    x = np.maximum(rng.normal(size=(10, 300))[y] + rng.standard_normal((50, 300)), 0)
+    x[:, :20] = 0
+    value = nleep(x.astype(np.float32), y)
+    assert -math.log(10) < value <= 1e-12
+    assert nleep(x * 1e3, y) == pytest.approx(nleep(x, y), rel=1e-9, abs=1e-12)
+
+
 def test_nleep_is_seeded():
     x, y = blobs(spread=2.0)
     assert nleep(x, y, seed=3) == nleep(x, y, seed=3)

@@ -55,7 +55,8 @@ def nleep(
 
     features (N, p), labels (N,). `variance` of the PCA (0.8 in the paper); the mixture has
     K * components_per_class components (at most N), `covariance_type` as sklearn's GaussianMixture,
-    fit from k-means initialisation seeded by `seed`. In (-inf, 0]; 0 when each component holds one class.
+    fit in float64 from k-means initialisation seeded by `seed`, reg_covar 1e-6 of the mean variance.
+    In (-inf, 0]; 0 when each component holds one class. Invariant to the scale of the features.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -64,10 +65,18 @@ def nleep(
         raise ZooRankError(f"variance must be in (0, 1], got {variance}; the paper keeps 0.8.")
     if components_per_class < 1:
         raise ZooRankError(f"components_per_class must be >= 1, got {components_per_class}.")
+    x = np.asarray(x, dtype=np.float64)  # float32 covariances of few-sample components fail Cholesky
     reduced = pca_features(x, variance, seed) if variance < 1 else x
     n_components = min(len(classes) * components_per_class, x.shape[0])
+    # sklearn's reg_covar (1e-6) taken relative to the features' mean variance, so that the score does
+    # not depend on their scale and components with fewer samples than dimensions stay invertible.
+    reg = 1e-6 * max(float(reduced.var(axis=0).mean()), 1e-300)
     gmm = GaussianMixture(
-        n_components=n_components, covariance_type=covariance_type, max_iter=max_iter, random_state=seed
+        n_components=n_components,
+        covariance_type=covariance_type,
+        max_iter=max_iter,
+        reg_covar=reg,
+        random_state=seed,
     )
     posteriors = gmm.fit(reduced).predict_proba(reduced)
     return leep(posteriors, codes)
