@@ -67,7 +67,8 @@ def _fisher_posteriors(
     gammas, basis = linalg.eigh(between_s, within_s)
     basis = basis[:, np.argsort(gammas)[::-1][:n_components]]
     proj_means = means @ basis
-    logits = (x @ basis) @ proj_means.T - 0.5 * (proj_means**2).sum(axis=1) + np.log(priors)
+    coef = basis @ proj_means.T  # (p, K): x^T U U^T mu_c without projecting all N samples first
+    logits = x @ coef - 0.5 * (proj_means**2).sum(axis=1) + np.log(priors)
     return special.softmax(logits, axis=1), lam, means
 
 
