@@ -8,7 +8,12 @@ subsample (extrapolated to N), and a direct port of the published LogME. The tar
 collapse metrics together within 1.5x of one float32 Gram product plus one float64
 eigendecomposition of a p x p matrix; LogME at least 8x faster than the direct port. Ours and the
 yardstick are each the best of --reps runs (each metric from a cold cache); the naive references run once.
-"""
+
+    .venv/bin/python scripts/bench_metrics.py --new-scores [--only-new] [--z 1000]
+
+adds one timed run of each score of the model-selection literature (LEEP / NCE on a Z-class source
+head, GBC, TransRate, SFDA, NCTI; N-LEEP's PCA at full size and one EM step on a class subset).
+
 
 from __future__ import annotations
 
