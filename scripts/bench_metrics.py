@@ -13,7 +13,7 @@ yardstick are each the best of --reps runs (each metric from a cold cache); the 
 
 adds one timed run of each score of the model-selection literature (LEEP / NCE on a Z-class source
 head, GBC, TransRate, SFDA, NCTI; N-LEEP's PCA at full size and one EM step on a class subset).
-
+"""
 
 from __future__ import annotations
 
