@@ -8,6 +8,7 @@ classes that are already separated fine-tune better, so VCI counts -1 and LogME 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +18,16 @@ from zoo_rank.metrics.collapse import (
     SampleSizeWarning,
     class_separation,
     cosine_similarity,
+    estimator_text,
     fuzziness,
     probe_trace,
     squared_distance,
     vci,
+    vci_lw,
 )
+from zoo_rank.metrics.shrinkage import UndefinedMetricError
 from zoo_rank.metrics.stats import ClassStats, pooled, stats_of
-from zoo_rank.metrics.transfer import h_score, knn_accuracy, logme
+from zoo_rank.metrics.transfer import h_score, h_score_lw, knn_accuracy, logme
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,9 @@ class MetricInfo:
     needs_raw: bool
     source_sign: int
     target_sign: int
+    #: For the scores built on an estimate of Sigma_T: None (plain pinv) or the shrinkage they use.
+    shrinkage: str | None = None
+    estimates_covariance: bool = False
 
     def sign(self, mode: str) -> int:
         """+1 if a higher value predicts better transfer in `mode` ("source" or "target"), else -1."""
@@ -59,6 +66,7 @@ METRICS: dict[str, MetricInfo] = {
             False,
             +1,
             -1,
+            estimates_covariance=True,
         ),
         MetricInfo(
             "fuzziness",
@@ -109,6 +117,7 @@ METRICS: dict[str, MetricInfo] = {
             False,
             -1,
             +1,
+            estimates_covariance=True,
         ),
         MetricInfo(
             "logme",
@@ -130,6 +139,31 @@ METRICS: dict[str, MetricInfo] = {
             -1,
             +1,
         ),
+        MetricInfo(
+            "vci_lw",
+            vci_lw,
+            _LESS_COLLAPSE,
+            "VCI with Ledoit-Wolf shrinkage 1 - (1-a) Tr[S_a^-1 S_B] / min(p, K-1), S_a = (1-a) S_T + a Tr(S_T)/p I; "
+            "defined below N = p+1, invariant to rotations, shifts and isotropic scaling",
+            "Ibrahim, Ponomareva & Dong, ECML-PKDD 2022 (regularized H-score); Ledoit & Wolf, 2004",
+            False,
+            +1,
+            -1,
+            shrinkage="ledoit-wolf",
+            estimates_covariance=True,
+        ),
+        MetricInfo(
+            "h_score_lw",
+            h_score_lw,
+            _MORE_SEPARATED,
+            "regularized H-score (1-a) Tr[S_a^-1 S_B] with the Ledoit-Wolf intensity a; defined below N = p+1",
+            "Ibrahim, Ponomareva & Dong, ECML-PKDD 2022; Ledoit & Wolf, 2004",
+            False,
+            -1,
+            +1,
+            shrinkage="ledoit-wolf",
+            estimates_covariance=True,
+        ),
     ]
 }
 
@@ -147,8 +181,27 @@ def resolve_metric_names(names: Iterable[str] | None) -> list[str]:
     return names
 
 
-def compute_metrics(features: Any, labels: Any, names: Iterable[str] | None = None) -> dict[str, float]:
-    """Every requested metric of one labelled feature set, sharing one ClassStats (and its eigh)."""
+class MetricScores(dict):
+    """{metric: value} as `compute_metrics` returns it, with what a board needs to read the values:
+
+    reasons     {metric: one line}  why a value is NaN (undefined on these features: N <= p + 1 without
+                                    shrinkage, constant features, coinciding class means)
+    estimators  {metric: one line}  how each covariance-based score estimated Sigma_T on these features
+                                    ('plain (pinv of Sigma_T)', 'Ledoit-Wolf shrinkage, a = 0.213')
+    """
+
+    def __init__(self, values: dict[str, float], reasons: dict[str, str], estimators: dict[str, str]):
+        super().__init__(values)
+        self.reasons = reasons
+        self.estimators = estimators
+
+
+def compute_metrics(features: Any, labels: Any, names: Iterable[str] | None = None) -> MetricScores:
+    """Every requested metric of one labelled feature set, sharing one ClassStats (and its eigh).
+
+    A metric that is undefined on these features (UndefinedMetricError) is NaN, with its reason in
+    `.reasons`, instead of failing the others.
+    """
     chosen = resolve_metric_names(names)
     if isinstance(features, ClassStats):
         stats, raw = features, None
@@ -159,19 +212,32 @@ def compute_metrics(features: Any, labels: Any, names: Iterable[str] | None = No
     else:
         check_features_labels(features, labels)
         stats, raw = ClassStats.from_arrays(features, labels), (features, labels)
-    return {n: (METRICS[n].fn(*raw) if METRICS[n].needs_raw else METRICS[n].fn(stats)) for n in chosen}
+    values, reasons, estimators = {}, {}, {}
+    for n in chosen:
+        info = METRICS[n]
+        try:
+            values[n] = info.fn(*raw) if info.needs_raw else info.fn(stats)
+        except UndefinedMetricError as err:
+            values[n], reasons[n] = math.nan, str(err)
+            continue
+        if info.estimates_covariance:
+            estimators[n] = estimator_text(stats, info.shrinkage)
+    return MetricScores(values, reasons, estimators)
 
 
 __all__ = [
     "METRICS",
     "ClassStats",
     "MetricInfo",
+    "MetricScores",
     "SampleSizeWarning",
+    "UndefinedMetricError",
     "class_separation",
     "compute_metrics",
     "cosine_similarity",
     "fuzziness",
     "h_score",
+    "h_score_lw",
     "knn_accuracy",
     "logme",
     "pooled",
@@ -180,4 +246,5 @@ __all__ = [
     "squared_distance",
     "stats_of",
     "vci",
+    "vci_lw",
 ]
