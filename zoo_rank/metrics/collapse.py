@@ -22,11 +22,11 @@ import numpy as np
 
 from zoo_rank.metrics.shrinkage import (
     Shrinkage,
+    UndefinedMetricError,
     describe,
     intensity,
     require_samples,
     require_spread,
-    UndefinedMetricError,
     shrunk_trace,
 )
 from zoo_rank.metrics.stats import ClassStats, stats_of

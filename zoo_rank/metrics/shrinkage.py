@@ -92,7 +92,9 @@ def intensity(stats: ClassStats, shrinkage: Shrinkage) -> float:
         )
     a = float(shrinkage)
     if not 0.0 <= a <= 1.0 or math.isnan(a):
-        raise ZooRankError(f"shrinkage must be in [0, 1], got {shrinkage!r}; 0 is no shrinkage, 1 keeps only the trace.")
+        raise ZooRankError(
+            f"shrinkage must be in [0, 1], got {shrinkage!r}; 0 is no shrinkage, 1 keeps only the trace."
+        )
     return a
 
 
@@ -144,7 +146,6 @@ def require_samples(stats: ClassStats, metric: str, lw_name: str, a: float) -> N
     if a == 0.0 and n <= p + 1:
         raise UndefinedMetricError(
             f"{metric} is undefined at N={n} samples of p={p} features (N <= p+1: the total covariance is "
-            f"singular and every feature set scores the same); use shrinkage (shrinkage=\"ledoit-wolf\", the "
+            f'singular and every feature set scores the same); use shrinkage (shrinkage="ledoit-wolf", the '
             f"{lw_name} metric) or more than {p + 1} samples."
         )
-

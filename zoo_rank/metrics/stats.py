@@ -337,10 +337,7 @@ class ClassStats:
         self._require(min_classes=1)
         return self._cached(
             "numpy",
-            lambda: {
-                name: getattr(self, name).cpu().numpy()
-                for name in _STATE
-            },
+            lambda: {name: getattr(self, name).cpu().numpy() for name in _STATE},
         )
 
     def class_weights(self) -> np.ndarray:
@@ -442,7 +439,8 @@ def _gram(z: torch.Tensor) -> torch.Tensor:
     calls BLAS syrk (half the flops of a general product)."""
     if z.device.type == "cpu":
         zn = z.numpy()
-        return torch.from_numpy(zn.T @ zn)
+        with np.errstate(over="ignore"):  # ClassStats._check_overflow reports it, in one line
+            return torch.from_numpy(zn.T @ zn)
     return z.T @ z
 
 
