@@ -95,7 +95,7 @@ def choose_primary(
 def comparison_notes(results: Sequence[RunResult], metrics: Sequence[str]) -> list[str]:
     """What biases a comparison of plain VCI / H-score between the models of this board, if anything."""
     plain = [m for m in metrics if _is_plain_covariance(m)]
-    rows = [r for r in results if r.error is None and below_5p(r)]
+    rows = [r for r in results if r.error is None and any(cell_mark(r, m) for m in plain)]
     if not plain or not rows:
         return []
     widths = sorted({samples_and_width(r)[1] for r in rows})
