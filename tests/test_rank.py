@@ -166,7 +166,7 @@ def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path):
         mode="source",
         probe="digits",  # a dataset spec: its train split trains the probe, its test split tests it
         metrics=["vci", "knn_accuracy"],
-        n_per_class=5,
+        n_per_class=26,  # N = 260 > p + 1 for both widths (64, 256): the plain VCI has a value
         probe_method="ridge",
         quiet=True,
         n_boot=0,

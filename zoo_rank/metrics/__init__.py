@@ -25,7 +25,7 @@ from zoo_rank.metrics.collapse import (
     vci,
     vci_lw,
 )
-from zoo_rank.metrics.shrinkage import UndefinedMetricError
+from zoo_rank.metrics.shrinkage import UndefinedMetricError, require_spread
 from zoo_rank.metrics.stats import ClassStats, pooled, stats_of
 from zoo_rank.metrics.transfer import h_score, h_score_lw, knn_accuracy, logme
 
@@ -199,8 +199,8 @@ class MetricScores(dict):
 def compute_metrics(features: Any, labels: Any, names: Iterable[str] | None = None) -> MetricScores:
     """Every requested metric of one labelled feature set, sharing one ClassStats (and its eigh).
 
-    A metric that is undefined on these features (UndefinedMetricError) is NaN, with its reason in
-    `.reasons`, instead of failing the others.
+    A metric that is undefined on these features (UndefinedMetricError; every metric of constant
+    features) is NaN, with its reason in `.reasons`, instead of failing the others.
     """
     chosen = resolve_metric_names(names)
     if isinstance(features, ClassStats):
@@ -216,6 +216,9 @@ def compute_metrics(features: Any, labels: Any, names: Iterable[str] | None = No
     for n in chosen:
         info = METRICS[n]
         try:
+            # Constant features (a dead backbone) score perfect or no collapse by accident of each formula
+            # (squared distance 0/0, cosine 1 - 1): no score of them says anything about transfer.
+            require_spread(stats, n)
             values[n] = info.fn(*raw) if info.needs_raw else info.fn(stats)
         except UndefinedMetricError as err:
             values[n], reasons[n] = math.nan, str(err)
