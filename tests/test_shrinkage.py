@@ -62,6 +62,19 @@ def test_streamed_intensities_equal_sklearn(small_n):
         assert oas_intensity(stats) == pytest.approx(want_oas, rel=1e-10)
 
 
+def test_streamed_intensity_of_float32_features_with_offset_sorted_by_class():
+    # The float32 fast path, a shift far from the global mean (the first chunk is one class) and a large
+    # common offset: the moments re-centred from the shift still match the library on the float64 copy.
+    rng = np.random.default_rng(0)
+    n, p, k = 6000, 128, 10
+    y = np.sort(np.arange(n) % k)
+    x = (3 * rng.normal(size=(k, p))[y] + rng.normal(size=(n, p)) + 1e3).astype(np.float32)
+    stats = ClassStats.from_arrays(x, y)
+    x64 = x.astype(np.float64)
+    assert ledoit_wolf_intensity(stats) == pytest.approx(ledoit_wolf_shrinkage(x64), rel=1e-5)
+    assert oas_intensity(stats) == pytest.approx(OAS().fit(x64).shrinkage_, rel=1e-5)
+
+
 @pytest.mark.parametrize("method", ["ledoit-wolf", "oas"])
 def test_shrunk_scores_equal_the_formula_with_sklearn_covariance(small_n, method):
     x, y = small_n

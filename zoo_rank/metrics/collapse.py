@@ -116,7 +116,8 @@ def vci(
     H-score of Ibrahim, Ponomareva & Dong (ECML-PKDD 2022) on the VCI scale (metrics/shrinkage.py).
     It has a value below N = p + 1, where the plain VCI raises UndefinedMetricError (a ValueError);
     the price: VCI_a stays invariant to rotations, shifts and isotropic scaling of the features, no
-    longer to every invertible linear map (the identity target is not). VCI_a >= VCI.
+    longer to every invertible linear map (a map that is not a scaled rotation moves Sigma_T relative to
+    the identity it is shrunk towards). VCI_a >= VCI.
     Constant features (no spread at all) raise UndefinedMetricError too.
     """
     stats = stats_of(features, labels)
