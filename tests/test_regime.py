@@ -57,7 +57,7 @@ def test_target_mode_below_5p_sorts_by_shrinkage_and_shows_na(tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| 1 | `m2.0`"))
     cells = [c.strip() for c in row.split("|")]
     assert cells[5:7] == ["N/A", "N/A"]  # VCI, H-score
-    assert "VCI N/A: VCI is undefined at N=60 samples of p=64 features" in row
+    assert "VCI N/A: undefined at N=60 samples of p=64 features" in row
     assert "- estimator of `vci_lw`: Ledoit-Wolf shrinkage, a from " in md
     assert "- **N / p** (scored samples per feature dimension): 0.938 (N = 60, p = 64)." in md
     # Nothing is ranked by a plain cell: the CSV / JSON carry null there, and the round trip keeps the reasons.
@@ -112,7 +112,9 @@ def test_dead_backbone_is_flagged_and_never_first():
     assert all(math.isnan(dead.metrics[m]) for m in ("vci", "h_score", "vci_lw", "h_score_lw"))
     md = render_markdown(board)
     row = next(line for line in md.splitlines() if "`dead`" in line and line.startswith("| "))
-    assert "VCI N/A: VCI is undefined: the features are constant across all 200 samples" in row
+    # One note for the five N/A cells of the dead row, with the reason once.
+    assert row.count("the features are constant across all 200 samples") == 1
+    assert "VCI, H-score, VCI-LW, H-score-LW, LogME N/A: undefined: the features are constant" in row
     assert "fine-tune **alive**" in board.recommendation()
 
 

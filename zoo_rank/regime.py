@@ -161,5 +161,10 @@ def cell(result: RunResult, metric: str, fmt: Any) -> str:
 
 
 def undefined_notes(result: RunResult, title: Any) -> list[str]:
-    """Note-column entries: why each N/A cell of this row has no value."""
-    return [f"{title(m)} N/A: {reason}" for m, reason in result.undefined.items()]
+    """Note-column entries: why each N/A cell of this row has no value, one entry per distinct reason
+    ('VCI, H-score N/A: undefined: the features are constant ...' for a dead backbone)."""
+    grouped: dict[str, list[str]] = {}
+    for m, reason in result.undefined.items():
+        head, sep, rest = reason.partition(" is undefined")
+        grouped.setdefault(f"undefined{rest}" if sep else reason, []).append(title(m))
+    return [f"{', '.join(titles)} N/A: {reason}" for reason, titles in grouped.items()]
