@@ -165,6 +165,6 @@ def undefined_notes(result: RunResult, title: Any) -> list[str]:
     ('VCI, H-score N/A: undefined: the features are constant ...' for a dead backbone)."""
     grouped: dict[str, list[str]] = {}
     for m, reason in result.undefined.items():
-        head, sep, rest = reason.partition(" is undefined")
+        _, sep, rest = reason.partition(" is undefined")
         grouped.setdefault(f"undefined{rest}" if sep else reason, []).append(title(m))
     return [f"{', '.join(titles)} N/A: {reason}" for reason, titles in grouped.items()]
