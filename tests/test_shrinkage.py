@@ -26,6 +26,7 @@ from zoo_rank.metrics import (
     vci,
 )
 from zoo_rank.metrics.shrinkage import ledoit_wolf_intensity, oas_intensity
+from zoo_rank.train.tracking import measure
 
 N, P, K = 300, 512, 10
 
@@ -187,3 +188,17 @@ def test_overflowing_products_are_a_clear_error(dtype, scale):
     x, y = blobs(n=200, p=8)
     with pytest.raises(ZooRankError, match=r"overflow .*divide the features by a constant"):
         vci((x * scale).astype(dtype), y)
+
+
+def test_collapse_tracking_uses_ledoit_wolf_vci_only_where_plain_has_no_value():
+    x, y = blobs(n=600, p=40, k=4)
+    small, big = ClassStats.from_arrays(x[:40], y[:40]), ClassStats.from_arrays(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SampleSizeWarning)
+        row_small, row_big = measure(small), measure(big)
+    assert row_small["vci"] == pytest.approx(vci(small, shrinkage="ledoit-wolf"), abs=1e-12)
+    assert (
+        row_small["vci_shrinkage"] == pytest.approx(ledoit_wolf_intensity(small))
+        and row_small["vci_shrinkage"] > 0
+    )
+    assert row_big["vci"] == pytest.approx(vci(big), abs=1e-12) and row_big["vci_shrinkage"] == 0.0
