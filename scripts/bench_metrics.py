@@ -13,11 +13,15 @@ yardstick are each the best of --reps runs (each metric from a cold cache); the 
 
 adds one timed run of each score of the model-selection literature (LEEP / NCE on a Z-class source
 head, GBC, TransRate, SFDA, NCTI; N-LEEP's PCA at full size and one EM step on a class subset).
+The shrinkage variants (vci_lw, h_score_lw and VCI with OAS) are timed against plain VCI on the same
+statistics, each from a cold cache and including the pass over the data: target within 2x of plain VCI.
+`--shrinkage-only` runs just that part (with the pass), e.g. under `nice` on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -43,8 +47,11 @@ from zoo_rank.metrics import (
     squared_distance,
     transrate,
     vci,
+    vci_lw,
 )
 from zoo_rank.metrics.selection import pca_features
+from zoo_rank.metrics.shrinkage import ledoit_wolf_intensity
+from zoo_rank.metrics.transfer import h_score_lw
 
 
 def timed(fn, *args, reps: int = 1):
@@ -84,6 +91,9 @@ def main() -> None:
     ap.add_argument("--skip-logme-port", action="store_true", help="skip the slow direct LogME port")
     ap.add_argument("--reps", type=int, default=3, help="best of this many runs for ours and the yardstick")
     ap.add_argument(
+        "--shrinkage-only", action="store_true", help="time only the pass, plain VCI and the shrinkage variants"
+    )
+    ap.add_argument(
         "--device", default="cpu", help="also time the ClassStats pass on this device (e.g. cuda)"
     )
     ap.add_argument(
@@ -121,6 +131,12 @@ def main() -> None:
         new_scores(x, y, args, rng)
         if args.only_new:
             return
+    print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
+    if args.shrinkage_only:
+        stats, t_stats = timed(ClassStats.from_arrays, x, y, reps=args.reps)
+        shrinkage_costs(stats, t_stats, args.reps)
+        print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+        return
 
     # The yardstick: one float32 Gram product plus one float64 p x p eigendecomposition.
     _, t_gram = timed(lambda: x.T @ x, reps=args.reps)
@@ -180,6 +196,8 @@ def main() -> None:
         f"(target <= 1.5x: {'PASS' if ratio <= 1.5 else 'FAIL'})"
     )
     print(f"naive covariances + pinv (VCI and Fuzziness only): {t_naive:.2f} s")
+
+    shrinkage_costs(stats, t_stats, args.reps)
 
     lm, t_lm = timed(logme, stats)
     print(f"\nLogME (Gram form, from the same ClassStats): {t_lm:.2f} s, value {lm:.6f}")
@@ -244,6 +262,32 @@ def new_scores(x: np.ndarray, y: np.ndarray, args, rng: np.random.Generator) -> 
     print(
         f"N-LEEP with one EM step on N={len(ys)}, K={small_k}, p={x.shape[1]} "
         f"(PCA + k-means init + 1 of up to 100 EM steps, full covariances): {t1:.2f} s"
+    )
+
+
+def shrinkage_costs(stats: ClassStats, t_stats: float, reps: int) -> None:
+    """Plain VCI against its shrinkage variants on the same statistics, each from a cold cache, plus the pass."""
+
+    def cold(fn):
+        return timed(lambda: (stats._cache.clear(), fn(stats))[1], reps=reps)
+
+    plain_value, t_plain = cold(lambda s: vci(s, rank="min"))
+    print(f"\n{'estimator':30s} {'value':>10s} {'metric (s)':>11s} {'with pass (s)':>14s} {'vs plain VCI':>13s}")
+    print(f"{'VCI, plain (pinv)':30s} {plain_value:10.6f} {t_plain:11.2f} {t_stats + t_plain:14.2f} {1.0:12.2f}x")
+    worst = 0.0
+    for name, fn in [
+        ("VCI, Ledoit-Wolf (vci_lw)", vci_lw),
+        ("H-score, Ledoit-Wolf", h_score_lw),
+        ("VCI, OAS", lambda s: vci(s, shrinkage="oas")),
+    ]:
+        value, t = cold(fn)
+        ratio = (t_stats + t) / (t_stats + t_plain)
+        worst = max(worst, ratio)
+        print(f"{name:30s} {value:10.6f} {t:11.2f} {t_stats + t:14.2f} {ratio:12.2f}x")
+    print(f"Ledoit-Wolf intensity a = {ledoit_wolf_intensity(stats):.4g}")
+    print(
+        f"shrinkage variants incl. the pass: at most {worst:.2f}x plain VCI "
+        f"(target <= 2x: {'PASS' if worst <= 2 else 'FAIL'})"
     )
 
 

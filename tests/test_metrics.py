@@ -163,9 +163,11 @@ def test_vci_near_one_without_class_structure():
 )
 def test_vci_in_unit_interval(n, p, k, spread, seed):
     x, y = blobs(n=max(n, k), p=p, k=k, spread=spread, seed=seed)
+    # At N <= p + 1 only the shrunk VCI has a value (the plain one raises: test_shrinkage.py).
+    shrinkage = None if len(x) > p + 1 else "ledoit-wolf"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SampleSizeWarning)
-        value = vci(x, y)
+        value = vci(x, y, shrinkage=shrinkage)
     assert 0.0 <= value <= 1.0
 
 
@@ -380,9 +382,10 @@ def test_small_sample_warns_with_needed_count():
     assert value >= 0
 
 
-def test_vci_degenerates_when_n_le_p_plus_one():
+def test_vci_refuses_n_le_p_plus_one():
+    # There Tr[pinv(S_T) S_B] = min(p, K - 1) for any features (VCI = 0): a value without information.
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(20, 40)), rng.integers(0, 3, 20)
     y[:3] = [0, 1, 2]
-    with pytest.warns(SampleSizeWarning):
-        assert vci(x, y) == pytest.approx(0.0, abs=1e-8)
+    with pytest.warns(SampleSizeWarning), pytest.raises(ValueError, match=r"N=20 samples of p=40.*shrinkage"):
+        vci(x, y)

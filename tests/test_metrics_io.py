@@ -83,8 +83,13 @@ def test_score_cli_json_and_csv(tmp_path):
     result = runner.invoke(app, ["score", str(tmp_path / "f.parquet"), "--out", str(tmp_path / "s.csv")])
     assert result.exit_code == 0, result.output
     table = pl.read_csv(tmp_path / "s.csv")
-    # The default is every metric the features alone give (LEEP / NCE also need the source head).
-    assert set(table["metric"]) == {m for m in METRICS if METRICS[m].needs != "source_probs"}
+    # The default is every metric the features alone give (LEEP / NCE also need the source head), less the
+    # slow model-selection scores, which run when named.
+    assert set(table["metric"]) == {
+        m for m in METRICS if METRICS[m].needs != "source_probs" and METRICS[m].in_default
+    }
+    assert {"vci", "vci_lw", "logme", "knn_accuracy"} <= set(table["metric"])
+    assert not {"sfda", "nleep", "leep"} & set(table["metric"])
 
 
 def test_score_reads_a_directory_of_list_shards(tmp_path):

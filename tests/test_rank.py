@@ -107,7 +107,9 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     assert feats.features.shape == (50, lead.feature_dim)
     with pytest.warns(SampleSizeWarning):  # N = 50 << 5 p: the board must carry this warning too
         recomputed = compute_metrics(feats.features, feats.labels, names=METRICS)
-    assert recomputed == pytest.approx(lead.metrics, rel=1e-9)
+    # vci is NaN at N = 50 <= p + 1 (no value, with its reason on the board): NaN matches NaN.
+    assert recomputed == pytest.approx(lead.metrics, rel=1e-9, nan_ok=True)
+    assert "vci" in lead.undefined and recomputed.reasons == lead.undefined
 
     md = paths["md"].read_text()
     assert "**Mode: target**" in md and "Recommendation: fine-tune" in md
@@ -164,7 +166,7 @@ def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path):
         mode="source",
         probe="digits",  # a dataset spec: its train split trains the probe, its test split tests it
         metrics=["vci", "knn_accuracy"],
-        n_per_class=5,
+        n_per_class=26,  # N = 260 > p + 1 for both widths (64, 256): the plain VCI has a value
         probe_method="ridge",
         quiet=True,
         n_boot=0,

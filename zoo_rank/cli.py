@@ -94,7 +94,7 @@ def rank_cmd(
         None, "--metrics", "-m", help="Comma-separated metrics (default: all). See `zoo-rank metrics`."
     ),
     sort_by: Optional[str] = typer.Option(
-        None, "--sort-by", help="Metric that orders the board (default: vci)."
+        None, "--sort-by", help="Metric that orders the board (default: vci; vci_lw in target mode below N = 5p)."
     ),
     probe: Optional[str] = typer.Option(
         None,
@@ -171,7 +171,7 @@ def leaderboard_merge(
         None, "--metrics", "-m", help="Comma-separated metric columns (default: all found)."
     ),
     sort_by: Optional[str] = typer.Option(
-        None, "--sort-by", help="Metric that orders the board (default: vci)."
+        None, "--sort-by", help="Metric that orders the board (default: vci; vci_lw in target mode below N = 5p)."
     ),
 ) -> None:
     """Rebuild one board from result files of one mode and dataset (e.g. runs from several machines)."""

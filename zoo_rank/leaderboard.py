@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo_rank import regime
 from zoo_rank._paths import write_text_atomic
 from zoo_rank._validation import ZooRankError
 
@@ -57,6 +58,8 @@ _TITLES = {
     "cosine_similarity": "Cosine dist.",
     "class_separation": "Class sep.",
     "h_score": "H-score",
+    "vci_lw": "VCI-LW",
+    "h_score_lw": "H-score-LW",
     "logme": "LogME",
     "knn_accuracy": "kNN acc.",
 }
@@ -144,7 +147,7 @@ def _clean(x: Any) -> Any:
 class RunResult:
     """The outcome of one (model, dataset) run; the unit that `rank` writes and `merge` reads.
 
-    `metrics` maps registry names to values (NaN when a metric could not be computed). `probes` holds
+    `metrics` maps registry names to values (NaN when a metric could not be computed; `undefined` says why). `probes` holds
     one dict per probe dataset: {"dataset", "split", "top1", "mean_per_class", "l2", "n_train", "n_test"},
     accuracies as fractions. `conditions` holds what the numbers depend on (data, split, manifest digest,
     n_per_class, n_images, n_classes, seed, transform, precision, device, versions, date, notes).
@@ -164,6 +167,10 @@ class RunResult:
     conditions: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: {metric: reason} for each metric without a value on these features (shown as N/A).
+    undefined: dict[str, str] = field(default_factory=dict)
+    #: {metric: how Sigma_T was estimated} for the covariance-based scores (zoo_rank.regime).
+    estimators: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -246,6 +253,8 @@ class Leaderboard:
     command: str = ""
     created: str = ""
     n_boot: int = N_BOOT
+    #: Why the board is not sorted by the requested / default metric (zoo_rank.regime.choose_primary).
+    sort_note: str = ""
     _corr_cache: dict[str, dict[str, Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -480,7 +489,8 @@ class Leaderboard:
             for n in [notes] if isinstance(notes, str) else notes:
                 holders.setdefault(str(n), []).append(r.label)
         n_runs = len(self.results)
-        return [n if len(who) == n_runs else f"{n} ({', '.join(who)})" for n, who in holders.items()]
+        notes = [n if len(who) == n_runs else f"{n} ({', '.join(who)})" for n, who in holders.items()]
+        return notes + regime.comparison_notes(self.ranked(), self.metrics)
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(
@@ -494,6 +504,7 @@ class Leaderboard:
                     for m in self.metrics
                 ],
                 "primary": self.primary,
+                "sort_note": self.sort_note,
                 "target": self.target,
                 "command": self.command,
                 "created": self.created,
@@ -524,6 +535,7 @@ class Leaderboard:
             command=d.get("command", ""),
             created=d.get("created", ""),
             n_boot=int(d.get("n_boot", N_BOOT)),
+            sort_note=d.get("sort_note", ""),
         )
 
 
@@ -540,7 +552,8 @@ def build_board(
     """Assemble a board from run results of one mode and one dataset.
 
     metrics: columns in order (default: every metric found in the results, in order of appearance).
-    primary: the sort key (default: VCI when present, else the first metric).
+    primary: the sort key (default: VCI when present, else the first metric; see regime.choose_primary for
+        the shrinkage variant in target mode below N = 5p and the fallback from a column undefined everywhere).
     """
     if not results:
         raise ZooRankError("no run results to build a board from; pass at least one result file.")
@@ -571,8 +584,7 @@ def build_board(
         raise ZooRankError(
             "none of the results has a metric value (all runs failed?); see the error column of each result file."
         )
-    if primary is None:
-        primary = DEFAULT_PRIMARY if DEFAULT_PRIMARY in metrics else metrics[0]
+    primary, sort_note = regime.choose_primary(results, list(metrics), next(iter(modes)), primary, DEFAULT_PRIMARY)
     return Leaderboard(
         name=name,
         mode=next(iter(modes)),
@@ -582,6 +594,7 @@ def build_board(
         command=command,
         created=created,
         n_boot=n_boot,
+        sort_note=sort_note,
     )
 
 
@@ -679,7 +692,8 @@ def render_markdown(board: Leaderboard) -> str:
         f"# zoo_rank leaderboard: {board.name}",
         "",
         f"**Mode: {board.mode}** — {MODE_TEXT[board.mode]}.",
-        f"Sorted by **{metric_title(board.primary)}** ({'higher' if s > 0 else 'lower'} first, {arrow(s)}).",
+        f"Sorted by **{metric_title(board.primary)}** ({'higher' if s > 0 else 'lower'} first, {arrow(s)})"
+        + (f": {board.sort_note}." if board.sort_note else "."),
         "",
         "| condition | value |",
         "|---|---|",
@@ -707,7 +721,7 @@ def render_markdown(board: Leaderboard) -> str:
         ]
     if "mlog" in board.columns():
         probe_cols.append(("mlog", "MLOG ↑"))
-    any_note = any(r.control or r.error or r.probe_errors() for r in board.results)
+    any_note = any(r.control or r.error or r.probe_errors() or r.undefined for r in board.results)
     metric_heads = [
         f"**{metric_title(m)} {arrow(board.sign(m))}**"
         if m == board.primary
@@ -729,7 +743,7 @@ def render_markdown(board: Leaderboard) -> str:
             f"`{r.label}`",
             _fmt_params(r.n_params),
             format_value(r.feature_dim),
-            *(format_value(r.metrics.get(m)) for m in board.metrics),
+            *(regime.cell(r, m, format_value) for m in board.metrics),
             *(format_value(r.probe_value(c)) for c, _ in probe_cols),
         ]
         if any_note:
@@ -739,6 +753,7 @@ def render_markdown(board: Leaderboard) -> str:
             if r.error:
                 note.append("error: " + r.error)
             note += [f"probe on {d} failed: {e}" for d, e in r.probe_errors().items()]
+            note += regime.undefined_notes(r, metric_title)
             note = [n.replace("|", "\\|").replace("\n", " ") for n in note]
             cells.append("; ".join(note))
         lines.append("| " + " | ".join(cells) + " |")
@@ -766,6 +781,7 @@ def render_markdown(board: Leaderboard) -> str:
             f"in {board.mode} mode a {'higher' if board.sign(m) > 0 else 'lower'} value predicts better transfer. "
             f"{info.citation.rstrip('.')}."
         )
+    lines += regime.legend_lines(board.ranked(), board.metrics)
     for d in board.probe_datasets:
         p = next(
             (p for r in board.results for p in r.probes if p.get("dataset") == d and not p.get("error")), {}

@@ -13,7 +13,6 @@ by linear-probe accuracy on a class-balanced subset of the test split.
 
 from __future__ import annotations
 
-import math
 import shlex
 import sys
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo_rank import _console
+from zoo_rank import _console, regime
 from zoo_rank._validation import ZooRankError
 from zoo_rank.leaderboard import (
     N_BOOT,
@@ -324,6 +323,8 @@ def _run_model(
         label=entry.spec,
         control=entry.control,
         metrics={k: float(v) for k, v in scores.items()},
+        undefined=dict(scores.reasons),
+        estimators=dict(scores.estimators),
         n_params=int(backbone.meta.get("n_params") or sum(p.numel() for p in backbone.model.parameters())),
         feature_dim=int(feats.features.shape[1]),
         probes=probes,
@@ -515,11 +516,13 @@ def print_summary(board: Leaderboard, paths: dict[str, Path]) -> None:
         if r.error:
             cells += [f"[red]{r.error}[/red]"] + [""] * bool(board.target)
         else:
-            cells.append(format_value(r.metrics.get(board.primary, math.nan)))
+            cells.append(regime.cell(r, board.primary, format_value))
             if board.target:
                 cells.append(format_value(r.probe_value(board.target)))
         table.add_row(*cells)
     con = _console.console()
+    if board.sort_note:
+        con.print(f"Sorted by {board.primary}: {board.sort_note}.", highlight=False)
     con.print(table)
     con.print(correlation_line(board).replace("**", ""), highlight=False)
     con.print(board.recommendation().replace("**", ""), highlight=False)

@@ -13,6 +13,7 @@ per feature is accepted too. A directory is read as all its `*.parquet` shards, 
 from __future__ import annotations
 
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -116,7 +117,10 @@ def score_parquet(
         "n_features": int(features.shape[1]),
         "n_classes": len(np.unique(labels)),
         "seconds": round(time.perf_counter() - started, 4),
-        "scores": scores,
+        # JSON has no NaN: an undefined score is null, with its reason under "undefined".
+        "scores": {k: (None if math.isnan(v) else v) for k, v in scores.items()},
+        "undefined": scores.reasons,
+        "estimators": scores.estimators,
         "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, SampleSizeWarning)}),
     }
 
@@ -136,7 +140,12 @@ def print_scores(result: dict[str, Any]) -> None:
     table.add_column("higher means")
     for name, value in result["scores"].items():
         info = METRICS[name]
-        table.add_row(name, f"{value:.6g}", info.higher_means)
+        reason = result.get("undefined", {}).get(name)
+        estimator = result.get("estimators", {}).get(name)
+        extra = f" ({estimator})" if estimator and info.shrinkage else ""
+        table.add_row(name, "N/A" if value is None else f"{value:.6g}", info.higher_means + extra)
+        if reason:
+            warn(f"{name} N/A: {reason}")
     console().print(table)
 
 
@@ -149,7 +158,8 @@ def write_scores(result: dict[str, Any], out: str | Path) -> Path:
         pl.DataFrame(
             {
                 "metric": list(result["scores"]),
-                "value": list(result["scores"].values()),
+                "value": pl.Series(list(result["scores"].values()), dtype=pl.Float64),
+                "undefined": [result.get("undefined", {}).get(k) for k in result["scores"]],
                 "n_samples": result["n_samples"],
                 "n_features": result["n_features"],
                 "n_classes": result["n_classes"],

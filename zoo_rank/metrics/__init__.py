@@ -19,10 +19,12 @@ from zoo_rank.metrics.collapse import (
     SampleSizeWarning,
     class_separation,
     cosine_similarity,
+    estimator_text,
     fuzziness,
     probe_trace,
     squared_distance,
     vci,
+    vci_lw,
 )
 from zoo_rank.metrics.fisher import (
     NCTITerms,
@@ -35,9 +37,10 @@ from zoo_rank.metrics.fisher import (
     sfda,
 )
 from zoo_rank.metrics.selection import gbc, nleep, transrate
+from zoo_rank.metrics.shrinkage import UndefinedMetricError, require_spread
 from zoo_rank.metrics.source import leep, nce
 from zoo_rank.metrics.stats import ClassStats, pooled, stats_of
-from zoo_rank.metrics.transfer import h_score, knn_accuracy, logme
+from zoo_rank.metrics.transfer import h_score, h_score_lw, knn_accuracy, logme
 
 #: What a metric reads: "stats" (ClassStats suffice), "raw" (the (N, p) features and labels) or
 #: "source_probs" (the source head's (N, Z) softmax on the target images, and the labels).
@@ -70,6 +73,12 @@ class MetricInfo:
                 f"metric {self.name}: needs={self.needs!r} with needs_raw={self.needs_raw}; "
                 f"expected one of {NEEDS}, with needs_raw False exactly for 'stats'."
             )
+    #: For the scores built on an estimate of Sigma_T: None (plain pinv) or the shrinkage they use.
+    shrinkage: str | None = None
+    estimates_covariance: bool = False
+    #: False for the scores that cost minutes at N = 50,000 (GMMs, Fisher solves, coding rates): they run
+    #: when named (`--metrics nleep,sfda`, or `--metrics all`), not on every default board.
+    in_default: bool = True
 
     def sign(self, mode: str) -> int:
         """+1 if a higher value predicts better transfer in `mode` ("source" or "target"), else -1."""
@@ -94,6 +103,7 @@ METRICS: dict[str, MetricInfo] = {
             False,
             +1,
             -1,
+            estimates_covariance=True,
         ),
         MetricInfo(
             "fuzziness",
@@ -144,6 +154,7 @@ METRICS: dict[str, MetricInfo] = {
             False,
             -1,
             +1,
+            estimates_covariance=True,
         ),
         MetricInfo(
             "logme",
@@ -196,6 +207,7 @@ METRICS: dict[str, MetricInfo] = {
             True,
             -1,
             +1,
+            in_default=False,
         ),
         MetricInfo(
             "gbc",
@@ -206,6 +218,7 @@ METRICS: dict[str, MetricInfo] = {
             True,
             -1,
             +1,
+            in_default=False,
         ),
         MetricInfo(
             "transrate",
@@ -216,6 +229,7 @@ METRICS: dict[str, MetricInfo] = {
             True,
             -1,
             +1,
+            in_default=False,
         ),
         MetricInfo(
             "sfda",
@@ -226,6 +240,7 @@ METRICS: dict[str, MetricInfo] = {
             True,
             -1,
             +1,
+            in_default=False,
         ),
         MetricInfo(
             "ncti_seli",
@@ -236,6 +251,7 @@ METRICS: dict[str, MetricInfo] = {
             True,
             -1,
             +1,
+            in_default=False,
         ),
         MetricInfo(
             "ncti_ncc",
@@ -246,6 +262,7 @@ METRICS: dict[str, MetricInfo] = {
             True,
             -1,
             +1,
+            in_default=False,
         ),
         MetricInfo(
             "ncti_vc",
@@ -256,17 +273,48 @@ METRICS: dict[str, MetricInfo] = {
             True,
             +1,
             -1,
+            in_default=False,
+        ),
+        MetricInfo(
+            "vci_lw",
+            vci_lw,
+            _LESS_COLLAPSE,
+            "VCI with Ledoit-Wolf shrinkage 1 - (1-a) Tr[S_a^-1 S_B] / min(p, K-1), S_a = (1-a) S_T + a Tr(S_T)/p I; "
+            "defined below N = p+1, invariant to rotations, shifts and isotropic scaling",
+            "Ibrahim, Ponomareva & Dong, ECML-PKDD 2022 (regularized H-score); Ledoit & Wolf, 2004",
+            False,
+            +1,
+            -1,
+            shrinkage="ledoit-wolf",
+            estimates_covariance=True,
+        ),
+        MetricInfo(
+            "h_score_lw",
+            h_score_lw,
+            _MORE_SEPARATED,
+            "regularized H-score (1-a) Tr[S_a^-1 S_B] with the Ledoit-Wolf intensity a; defined below N = p+1",
+            "Ibrahim, Ponomareva & Dong, ECML-PKDD 2022; Ledoit & Wolf, 2004",
+            False,
+            -1,
+            +1,
+            shrinkage="ledoit-wolf",
+            estimates_covariance=True,
         ),
     ]
 }
 
 
 def resolve_metric_names(names: Iterable[str] | None, *, source_probs: bool = False) -> list[str]:
-    """Validate metric names. None -> all in registry order, except those that read the source head's
-    softmax unless `source_probs` says it is given (they are there on request, N/A without it)."""
+    """Validate metric names. None -> the default list in registry order: every metric but the slow
+    model-selection scores (`in_default=False`) and, unless `source_probs` says it is given, those that
+    read the source head's softmax (they are there on request, N/A without it). ["all"] -> every metric."""
     if names is None:
-        return [n for n, m in METRICS.items() if source_probs or m.needs != "source_probs"]
+        return [
+            n for n, m in METRICS.items() if m.in_default and (source_probs or m.needs != "source_probs")
+        ]
     names = list(names)
+    if names == ["all"]:
+        return list(METRICS)
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise ZooRankError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}.")
@@ -275,14 +323,32 @@ def resolve_metric_names(names: Iterable[str] | None, *, source_probs: bool = Fa
     return names
 
 
+class MetricScores(dict):
+    """{metric: value} as `compute_metrics` returns it, with what a board needs to read the values:
+
+    reasons     {metric: one line}  why a value is NaN (undefined on these features: N <= p + 1 without
+                                    shrinkage, constant features, coinciding class means, a source-head
+                                    score without source_probs)
+    estimators  {metric: one line}  how each covariance-based score estimated Sigma_T on these features
+                                    ('plain (pinv of Sigma_T)', 'Ledoit-Wolf shrinkage, a = 0.213')
+    """
+
+    def __init__(self, values: dict[str, float], reasons: dict[str, str], estimators: dict[str, str]):
+        super().__init__(values)
+        self.reasons = reasons
+        self.estimators = estimators
+
+
 def compute_metrics(
     features: Any, labels: Any, names: Iterable[str] | None = None, *, source_probs: Any = None
-) -> dict[str, float]:
+) -> MetricScores:
     """Every requested metric of one labelled feature set, sharing one ClassStats (and its eigh).
 
     features (N, p) with labels (N,), or a ClassStats (labels None). `source_probs` (N, Z), the source
     head's softmax on the same images, feeds the metrics that need it (LEEP, NCE; in the default list
     only when given); named without it they come back NaN (N/A) with a MissingInputWarning saying why.
+    A metric that is undefined on these features (UndefinedMetricError; every metric of constant
+    features) is NaN, with its reason in `.reasons`, instead of failing the others.
     """
     chosen = resolve_metric_names(names, source_probs=source_probs is not None)
     if isinstance(features, ClassStats):
@@ -295,31 +361,40 @@ def compute_metrics(
     else:
         check_features_labels(features, labels)
         stats, raw = ClassStats.from_arrays(features, labels), (features, labels)
-    scores: dict[str, float] = {}
+    values: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    estimators: dict[str, str] = {}
     shared: dict[Callable[..., Any], Any] = {}  # terms computed once for every metric that is one of them
     for n in chosen:
         info = METRICS[n]
-        if info.needs == "stats":
-            scores[n] = info.fn(stats)
-        elif isinstance(info.fn, TermOf):
-            if info.fn.terms not in shared:
-                shared[info.fn.terms] = info.fn.terms(*raw)
-            scores[n] = float(getattr(shared[info.fn.terms], info.fn.field))
-        elif info.needs == "raw":
-            scores[n] = info.fn(*raw)
-        elif source_probs is None or labels is None:
+        if info.needs == "source_probs" and (source_probs is None or labels is None):
             missing = "source_probs (the source head's softmax on these images)"
             if source_probs is not None:
                 missing = "the labels (a ClassStats carries none)"
-            warnings.warn(
-                f"{n}: N/A, it needs {missing}; models without a pretraining head have none.",
-                MissingInputWarning,
-                stacklevel=2,
-            )
-            scores[n] = math.nan
-        else:
-            scores[n] = info.fn(source_probs, labels)
-    return scores
+            reasons[n] = f"{n}: N/A, it needs {missing}; models without a pretraining head have none."
+            warnings.warn(reasons[n], MissingInputWarning, stacklevel=2)
+            values[n] = math.nan
+            continue
+        try:
+            # Constant features (a dead backbone) score perfect or no collapse by accident of each formula
+            # (squared distance 0/0, cosine 1 - 1): no score of them says anything about transfer.
+            require_spread(stats, n)
+            if info.needs == "stats":
+                values[n] = info.fn(stats)
+            elif isinstance(info.fn, TermOf):
+                if info.fn.terms not in shared:
+                    shared[info.fn.terms] = info.fn.terms(*raw)
+                values[n] = float(getattr(shared[info.fn.terms], info.fn.field))
+            elif info.needs == "raw":
+                values[n] = info.fn(*raw)
+            else:
+                values[n] = info.fn(source_probs, labels)
+        except UndefinedMetricError as err:
+            values[n], reasons[n] = math.nan, str(err)
+            continue
+        if info.estimates_covariance:
+            estimators[n] = estimator_text(stats, info.shrinkage)
+    return MetricScores(values, reasons, estimators)
 
 
 __all__ = [
@@ -327,15 +402,18 @@ __all__ = [
     "NEEDS",
     "ClassStats",
     "MetricInfo",
+    "MetricScores",
     "MissingInputWarning",
     "NCTITerms",
     "SampleSizeWarning",
+    "UndefinedMetricError",
     "class_separation",
     "compute_metrics",
     "cosine_similarity",
     "fuzziness",
     "gbc",
     "h_score",
+    "h_score_lw",
     "knn_accuracy",
     "leep",
     "logme",
@@ -354,4 +432,5 @@ __all__ = [
     "stats_of",
     "transrate",
     "vci",
+    "vci_lw",
 ]

@@ -20,6 +20,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from zoo_rank.metrics.shrinkage import (
+    Shrinkage,
+    UndefinedMetricError,
+    describe,
+    intensity,
+    require_samples,
+    require_spread,
+    shrunk_trace,
+)
 from zoo_rank.metrics.stats import ClassStats, stats_of
 
 
@@ -35,13 +44,32 @@ def _check_sample_size(stats: ClassStats, metric: str) -> None:
     n, p = stats.n_samples, stats.dim
     if n < MIN_SAMPLES_PER_DIM * p:
         warnings.warn(
-            f"{metric} with N={n} samples of p={p} features is biased towards 0 (at N <= p+1 every "
-            f"feature set scores 0); use at least {MIN_SAMPLES_PER_DIM * p} samples "
-            f"(~{math.ceil(MIN_SAMPLES_PER_DIM * p / max(stats.n_classes, 1))} per class), or compare "
-            "only models of equal width on equal N.",
+            f"{metric} with N={n} samples of p={p} features is biased towards 0, the more the larger p/N is "
+            f"(at N <= p+1 it has no value at all): models of different width p, or scored on different N, "
+            f"differ by that bias alone. Use at least {MIN_SAMPLES_PER_DIM * p} samples "
+            f"(~{math.ceil(MIN_SAMPLES_PER_DIM * p / max(stats.n_classes, 1))} per class), compare only models "
+            "of equal width on equal N, or use shrinkage (vci_lw / h_score_lw).",
             SampleSizeWarning,
             stacklevel=3,
         )
+
+
+def regularized_trace(
+    stats: ClassStats, metric: str, shrinkage: Shrinkage, rcond: float | None
+) -> tuple[float, float]:
+    """(H, a): the trace (1 - a) Tr[Sigma_a^-1 Sigma_B] shared by VCI and H-score, and its intensity a.
+
+    Warns below N = 5p without shrinkage (SampleSizeWarning), then refuses what has no value (constant
+    features; no shrinkage at N <= p + 1) with UndefinedMetricError. a = 0 is the plain pinv trace.
+    """
+    stats._require()
+    require_spread(stats, metric)
+    if shrinkage is None:
+        _check_sample_size(stats, metric)
+    a = intensity(stats, shrinkage)
+    require_samples(stats, metric, "vci_lw" if metric == "VCI" else "h_score_lw", a)
+    rcond = stats.default_rcond() if rcond is None else rcond
+    return shrunk_trace(stats, a, rcond), a
 
 
 def probe_trace(stats: ClassStats, rcond: float | None = None) -> float:
@@ -51,13 +79,7 @@ def probe_trace(stats: ClassStats, rcond: float | None = None) -> float:
     With A the (K, p) rows sqrt(w_k)(mu_k - mu_G), Sigma_B = A^T A and the trace is
     || A V_r diag(l_r)^(-1/2) ||_F^2: no p x p inverse is formed.
     """
-    rcond = stats.default_rcond() if rcond is None else rcond
-    evals, evecs = stats.total_eigh()
-    keep = evals > rcond * max(evals[-1], 0.0)
-    if not keep.any():
-        return 0.0
-    projected = stats.mean_deviations() @ evecs[:, keep]
-    return float(np.sum(projected**2 / evals[keep]))
+    return shrunk_trace(stats, 0.0, stats.default_rcond() if rcond is None else rcond)
 
 
 def between_rank(
@@ -80,6 +102,7 @@ def vci(
     *,
     rank: Literal["min", "numerical"] = "min",
     rcond: float | None = None,
+    shrinkage: Shrinkage = None,
 ) -> float:
     """Variability Collapse Index (paper eq. 5): 1 - Tr[pinv(Sigma_T) Sigma_B] / rank(Sigma_B).
 
@@ -87,16 +110,34 @@ def vci(
     linear map of the features. `rank` is min(p, K - 1) by default ("numerical" uses the numerical
     rank of Sigma_B); `rcond` is the relative eigenvalue cut-off of pinv(Sigma_T), by default 1e-10
     for float64 features and 1e-5 for float32 ones (see `ClassStats.default_rcond`).
+
+    `shrinkage` ("ledoit-wolf", "oas" or a in [0, 1]) replaces Sigma_T by Sigma_a = (1 - a) Sigma_T +
+    a (Tr Sigma_T / p) I: VCI_a = 1 - (1 - a) Tr[Sigma_a^-1 Sigma_B] / rank(Sigma_B), the regularized
+    H-score of Ibrahim, Ponomareva & Dong (ECML-PKDD 2022) on the VCI scale (metrics/shrinkage.py).
+    It has a value below N = p + 1, where the plain VCI raises UndefinedMetricError (a ValueError);
+    the price: VCI_a stays invariant to rotations, shifts and isotropic scaling of the features, no
+    longer to every invertible linear map (a map that is not a scaled rotation moves Sigma_T relative to
+    the identity it is shrunk towards). VCI_a >= VCI.
+    Constant features (no spread at all) raise UndefinedMetricError too.
     """
     stats = stats_of(features, labels)
-    stats._require()
-    _check_sample_size(stats, "VCI")
+    trace, _ = regularized_trace(stats, "VCI", shrinkage, rcond)
     r = between_rank(stats, rank, rcond)
     if r == 0:
         return 0.0
-    value = 1.0 - probe_trace(stats, rcond) / r
+    value = 1.0 - trace / r
     # Rounding can push a fully collapsed or fully uncollapsed set a hair outside the range.
     return float(min(max(value, 0.0), 1.0))
+
+
+def vci_lw(features: Any, labels: Any | None = None) -> float:
+    """`vci(..., shrinkage="ledoit-wolf")`: VCI with Sigma_T shrunk by the Ledoit-Wolf intensity, for N < 5p."""
+    return vci(features, labels, shrinkage="ledoit-wolf")
+
+
+def estimator_text(stats: ClassStats, shrinkage: Shrinkage) -> str:
+    """How VCI / H-score estimate Sigma_T on these statistics, for a board's column legend."""
+    return describe(shrinkage, intensity(stats, shrinkage))
 
 
 def fuzziness(features: Any, labels: Any | None = None, *, rcond: float | None = None) -> float:
@@ -108,6 +149,7 @@ def fuzziness(features: Any, labels: Any | None = None, *, rcond: float | None =
     """
     stats = stats_of(features, labels)
     stats._require()
+    require_spread(stats, "Fuzziness")
     rcond = stats.default_rcond() if rcond is None else rcond
     a = stats.mean_deviations()
     top = min(stats.dim, stats.n_classes - 1)
@@ -122,7 +164,10 @@ def fuzziness(features: Any, labels: Any | None = None, *, rcond: float | None =
         keep = s > rcond * max(s[0], 0.0)
         s, directions = s[keep], v[:, keep]
     if s.size == 0:
-        return math.inf
+        raise UndefinedMetricError(
+            "Fuzziness is undefined: the class means coincide (Sigma_B = 0), so there is no between-class "
+            "spread to divide by; every class has the same mean feature vector."
+        )
     # Each unit direction d_j has d_j^T Sigma_B d_j = s_j, so d_j^T Sigma_W d_j = d_j^T Sigma_T d_j - s_j:
     # Sigma_W itself (one more p x p x K product) is never formed.
     total = np.sum((stats.total_cov() @ directions) * directions, axis=0)

@@ -8,6 +8,8 @@ are accumulated batch by batch, merged by addition and all-reduced across proces
     second      (p, p)  sum_i (h_i - c)(h_i - c)^T         one second-moment matrix
     sq_norms    (K,)    sum_{i in k} ||h_i - c||^2
     unit_sums   (K, p)  sum_{i in k} h_i / ||h_i||         for the cosine metrics (no shift)
+    quartic     ()      sum_i ||h_i - c||^4                 for the Ledoit-Wolf shrinkage
+    cubic       (p,)    sum_i ||h_i - c||^2 (h_i - c)       (metrics/shrinkage.py)
 
 `c` is a shift (the first batch's mean). Features from a network often share a large common
 offset; subtracting it before the float32 products keeps them accurate, and every metric is
@@ -31,6 +33,7 @@ from zoo_rank._validation import ZooRankError, check_features, label_vector
 # length does not move the float32 rounding: Sigma_T is off by ~4e-7 relative for 4,096 to 32,768 rows.
 _CHUNK_BYTES = 128 * 2**20
 _MIN_CHUNK = 4096
+_STATE = ("shift", "counts", "sums", "second", "sq_norms", "unit_sums", "quartic", "cubic")
 # A zero feature vector has no direction: it contributes nothing to the cosine sums.
 _NORM_EPS = 1e-12
 
@@ -66,6 +69,8 @@ class ClassStats:
     second: torch.Tensor | None = None
     sq_norms: torch.Tensor | None = None
     unit_sums: torch.Tensor | None = None
+    quartic: torch.Tensor | None = None
+    cubic: torch.Tensor | None = None
     #: True once any batch was multiplied in float64 only; float32 products make metrics use a looser cut-off.
     exact: bool = True
     _index: dict[Hashable, int] = field(default_factory=dict, repr=False)
@@ -101,6 +106,8 @@ class ClassStats:
         self.second = torch.zeros(p, p, **f64)
         self.sq_norms = torch.zeros(0, **f64)
         self.unit_sums = torch.zeros(0, p, **f64)
+        self.quartic = torch.zeros((), **f64)
+        self.cubic = torch.zeros(p, **f64)
 
     def _codes(self, labels: Any, n: int, device: torch.device) -> torch.Tensor:
         """Map a batch of labels to row indices, growing the class tables for unseen labels."""
@@ -176,22 +183,39 @@ class ClassStats:
             accumulate(self.sums, class_buf.zero_().index_add_(0, cb, zb), class_buf64)
             sq = torch.linalg.vector_norm(zb, dim=1).square_()
             self.sq_norms += sq.new_zeros(n_classes).index_add_(0, cb, sq).to(torch.float64)
+            # Ledoit-Wolf's fourth moment, about the shift: one (B,) x (B, p) product, O(Bp) next to the Gram.
+            sq64 = sq.to(torch.float64)
+            self.quartic += sq64.dot(sq64)
+            self.cubic += (sq @ zb).to(torch.float64)
             self.counts += torch.bincount(cb, minlength=n_classes).to(torch.float64)
             inv_norm = torch.linalg.vector_norm(xb, dim=1).clamp_min_(_NORM_EPS).reciprocal_()
             unit_sums = _weighted_class_sums(xb, cb, inv_norm, n_classes, class_buf)
             accumulate(self.unit_sums, unit_sums, class_buf64)
         self._cache.clear()
+        self._check_overflow(x, compute)
         return self
 
-    def _reshifted(self, shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sums, second, sq_norms) as if accumulated around `shift` instead of `self.shift`."""
+    def _check_overflow(self, x: torch.Tensor, compute: torch.dtype) -> None:
+        """Finite input can still overflow its own products (|h|^2 summed over N rows): say so, once."""
+        if torch.isfinite(self.second).all() and torch.isfinite(self.quartic):
+            return
+        largest = float(x.abs().max())
+        raise ZooRankError(
+            f"feature values up to {largest:.3g} overflow the {str(compute).removeprefix('torch.')} products of the "
+            "covariance or its fourth moment (sums of squares over rows became inf); divide the features by a "
+            "constant first (every covariance-based metric is invariant to scaling)."
+        )
+
+    def _reshifted(self, shift: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(sums, second, sq_norms, quartic, cubic) as if accumulated around `shift` instead of `self.shift`."""
         delta = self.shift - shift  # z' = z + delta
         total = self.sums.sum(dim=0)
         second = self.second + torch.outer(delta, total) + torch.outer(total, delta)
         second += self.n_samples * torch.outer(delta, delta)
         sums = self.sums + self.counts[:, None] * delta
         sq_norms = self.sq_norms + 2 * self.sums @ delta + self.counts * delta.dot(delta)
-        return sums, second, sq_norms
+        quartic, cubic = fourth_moments(self, -delta)
+        return sums, second, sq_norms, quartic, cubic
 
     def merge(self, other: ClassStats) -> ClassStats:
         """A new ClassStats of the union of both sets (neither input is changed)."""
@@ -204,7 +228,7 @@ class ClassStats:
         if self.second is None:
             return other._copy()
         out = self._copy()
-        sums, second, sq_norms = other._to(out.device)._reshifted(out.shift)
+        sums, second, sq_norms, quartic, cubic = other._to(out.device)._reshifted(out.shift)
         rows = torch.tensor([out._row(c) for c in other.classes], dtype=torch.long, device=out.device)
         out._codes(np.zeros(0), 0, out.device)  # grow tables for classes new to `out`
         out.second += second
@@ -212,6 +236,8 @@ class ClassStats:
         out.sums.index_add_(0, rows, sums)
         out.sq_norms.index_add_(0, rows, sq_norms)
         out.unit_sums.index_add_(0, rows, other.unit_sums.to(out.device))
+        out.quartic += quartic
+        out.cubic += cubic
         out.exact = self.exact and other.exact
         return out
 
@@ -221,14 +247,14 @@ class ClassStats:
         if self.second is None or self.device == device:
             return self
         out = self._copy()
-        for name in ("shift", "counts", "sums", "second", "sq_norms", "unit_sums"):
+        for name in _STATE:
             setattr(out, name, getattr(out, name).to(device))
         return out
 
     def _copy(self) -> ClassStats:
         out = ClassStats(dim=self.dim, classes=list(self.classes), exact=self.exact)
         out._index = dict(self._index)
-        for name in ("shift", "counts", "sums", "second", "sq_norms", "unit_sums"):
+        for name in _STATE:
             value = getattr(self, name)
             setattr(out, name, None if value is None else value.clone())
         return out
@@ -262,17 +288,20 @@ class ClassStats:
         z = dict(dtype=torch.float64, device=device)
         counts, sq_norms = torch.zeros(K, **z), torch.zeros(K, **z)
         sums, unit_sums, second = torch.zeros(K, p, **z), torch.zeros(K, p, **z), torch.zeros(p, p, **z)
+        quartic, cubic = torch.zeros((), **z), torch.zeros(p, **z)
         if self.second is not None:
             local = self._to(device)
-            my_sums, my_second, my_sq = local._reshifted(common)
+            my_sums, my_second, my_sq, my_quartic, my_cubic = local._reshifted(common)
             rows = torch.tensor([position[c] for c in self.classes], dtype=torch.long, device=device)
             counts.index_add_(0, rows, local.counts)
             sums.index_add_(0, rows, my_sums)
             sq_norms.index_add_(0, rows, my_sq)
             unit_sums.index_add_(0, rows, local.unit_sums)
             second += my_second
+            quartic += my_quartic
+            cubic += my_cubic
         comm = backend_device
-        for tensor in (counts, sums, second, sq_norms, unit_sums):
+        for tensor in (counts, sums, second, sq_norms, unit_sums, quartic, cubic):
             moved = tensor.to(comm)
             dist.all_reduce(moved, group=group)
             tensor.copy_(moved.to(device))
@@ -280,6 +309,7 @@ class ClassStats:
         self._index = position
         self.shift, self.counts, self.sums, self.second = common, counts, sums, second
         self.sq_norms, self.unit_sums = sq_norms, unit_sums
+        self.quartic, self.cubic = quartic, cubic
         self.exact = all(e for _, _, e in gathered)
         self._cache.clear()
         return self
@@ -307,10 +337,7 @@ class ClassStats:
         self._require(min_classes=1)
         return self._cached(
             "numpy",
-            lambda: {
-                name: getattr(self, name).cpu().numpy()
-                for name in ("shift", "counts", "sums", "second", "sq_norms", "unit_sums")
-            },
+            lambda: {name: getattr(self, name).cpu().numpy() for name in _STATE},
         )
 
     def class_weights(self) -> np.ndarray:
@@ -375,6 +402,24 @@ class ClassStats:
         return 1e-10 if self.exact else 1e-5
 
 
+def fourth_moments(stats: ClassStats, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum_i ||z_i - d||^4, sum_i ||z_i - d||^2 (z_i - d)) from the moments about the shift, z_i = h_i - c.
+
+    With q_i = ||z_i||^2, D = ||d||^2, s = sum_i z_i, M = sum_i z_i z_i^T, r = sum_i q_i z_i, Q = sum_i q_i^2:
+        sum ||z_i - d||^4           = Q - 4 r.d + 4 d^T M d + 2 D sum q_i - 4 D s.d + N D^2
+        sum ||z_i - d||^2 (z_i - d) = r - 2 M d - (sum q_i) d + 2 (s.d) d + D s - N D d
+    so the moments about any point (the global mean, another shard's shift) follow from one pass.
+    """
+    n = float(stats.counts.sum())
+    s, m, r = stats.sums.sum(dim=0), stats.second, stats.cubic
+    q_sum, big_d = stats.sq_norms.sum(), d.dot(d)
+    md = m @ d
+    quartic = stats.quartic - 4 * r.dot(d) + 4 * d.dot(md) + 2 * big_d * q_sum - 4 * big_d * s.dot(d)
+    quartic = quartic + n * big_d**2
+    cubic = r - 2 * md - q_sum * d + 2 * s.dot(d) * d + big_d * s - n * big_d * d
+    return quartic, cubic
+
+
 def _weighted_class_sums(
     x: torch.Tensor, codes: torch.Tensor, weights: torch.Tensor, n_classes: int, scratch: torch.Tensor
 ) -> torch.Tensor:
@@ -394,7 +439,8 @@ def _gram(z: torch.Tensor) -> torch.Tensor:
     calls BLAS syrk (half the flops of a general product)."""
     if z.device.type == "cpu":
         zn = z.numpy()
-        return torch.from_numpy(zn.T @ zn)
+        with np.errstate(over="ignore"):  # ClassStats._check_overflow reports it, in one line
+            return torch.from_numpy(zn.T @ zn)
     return z.T @ z
 
 

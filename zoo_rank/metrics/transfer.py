@@ -13,20 +13,32 @@ import numpy as np
 import torch
 
 from zoo_rank._validation import ZooRankError, check_features_labels
-from zoo_rank.metrics.collapse import _check_sample_size, probe_trace
+from zoo_rank.metrics.collapse import regularized_trace
+from zoo_rank.metrics.shrinkage import Shrinkage
 from zoo_rank.metrics.stats import ClassStats, stats_of
 
 
-def h_score(features: Any, labels: Any | None = None, *, rcond: float | None = None) -> float:
+def h_score(
+    features: Any, labels: Any | None = None, *, rcond: float | None = None, shrinkage: Shrinkage = None
+) -> float:
     """H-score (Bao et al. 2019): tr(cov(f)^+ cov(E[f | y])) = Tr[pinv(Sigma_T) Sigma_B].
 
     The same trace as VCI's (VCI = 1 - H / rank(Sigma_B)), so the two share one eigendecomposition.
     In [0, min(p, K - 1)].
+
+    `shrinkage` ("ledoit-wolf", "oas" or a in [0, 1]) gives the regularized H-score of Ibrahim,
+    Ponomareva & Dong (ECML-PKDD 2022), H_a = Tr[Sigma_a^-1 (1 - a) Sigma_B] with Sigma_a = (1 - a)
+    Sigma_T + a (Tr Sigma_T / p) I (metrics/shrinkage.py): defined below N = p + 1, where the plain
+    H-score is K - 1 for every feature set and raises UndefinedMetricError (a ValueError) instead;
+    invariant to rotations, shifts and isotropic scaling, no longer to every invertible linear map.
     """
     stats = stats_of(features, labels)
-    stats._require()
-    _check_sample_size(stats, "H-score")
-    return probe_trace(stats, rcond)
+    return regularized_trace(stats, "H-score", shrinkage, rcond)[0]
+
+
+def h_score_lw(features: Any, labels: Any | None = None) -> float:
+    """`h_score(..., shrinkage="ledoit-wolf")`: the regularized H-score with the Ledoit-Wolf intensity."""
+    return h_score(features, labels, shrinkage="ledoit-wolf")
 
 
 def _raw_moments(stats: ClassStats) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

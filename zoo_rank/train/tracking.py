@@ -27,6 +27,8 @@ from zoo_rank.metrics import (
     squared_distance,
     vci,
 )
+from zoo_rank.metrics.collapse import vci_lw
+from zoo_rank.metrics.shrinkage import intensity
 from zoo_rank.metrics.stats import stats_of
 
 # The four collapse metrics of Figs. 3-6 plus class separation, each a function of ClassStats.
@@ -124,7 +126,12 @@ def spectra(features: Any, labels: Any | None = None, *, top: int | None = None)
 
 def measure(stats: ClassStats) -> dict[str, float]:
     """All scalar collapse measurements of one feature set: the metrics, Tr(Sigma_B), Tr(Sigma_T) and Fig. 1's split."""
-    row = {name: float(fn(stats)) for name, fn in COLLAPSE_METRICS.items()}
+    # A tracking split of at most p + 1 samples leaves the plain VCI undefined (every feature set scores 0):
+    # track the Ledoit-Wolf VCI there, and record its intensity (0 = plain) so the curve says which it is.
+    small = stats.n_samples <= stats.dim + 1
+    fns = {**COLLAPSE_METRICS, "vci": vci_lw} if small else COLLAPSE_METRICS
+    row = {name: float(fn(stats)) for name, fn in fns.items()}
+    row["vci_shrinkage"] = intensity(stats, "ledoit-wolf") if small else 0.0
     split = within_class_split(stats)
     row.update(
         within_trace=split.within_trace,
