@@ -435,7 +435,7 @@ def cache_ls(
     from zoo_rank import cache
     from zoo_rank._console import console
 
-    console().print(cache.entries_table(cache.list_entries(cache_dir)))
+    console().print(cache.entries_table([*cache.list_entries(cache_dir), *cache.list_weights(cache_dir)]))
 
 
 @cache_app.command("rm")
@@ -451,7 +451,7 @@ def cache_rm(
         None, "--cache-dir", help="Cache root (default: $ZOO_RANK_CACHE, else the user cache folder)."
     ),
 ) -> None:
-    """Remove cache entries by key prefix, by model, or all of them."""
+    """Remove cache entries (features and converted pip: weights) by key prefix, by model, or all of them."""
     from zoo_rank import cache
     from zoo_rank._console import console
 
