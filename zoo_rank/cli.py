@@ -121,11 +121,15 @@ def rank_cmd(
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache-dir", help="Feature cache (default: $ZOO_RANK_CACHE, else the user cache folder)."
     ),
-    out: Path = typer.Option(
-        Path("leaderboards/default"),
+    out: Optional[Path] = typer.Option(
+        None,
         "--out",
         "-o",
-        help="Board path without suffix: writes OUT.md/.csv/.json/.png and OUT.runs/.",
+        help="Board path without suffix: writes OUT.md/.csv/.json/.png and OUT.runs/ (default: leaderboards/default "
+        "for the bare default run, else leaderboards/<data>-<mode>). Rows of models not rerun are kept.",
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Start the board over: drop the rows (and result files) of models not in this run."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -150,6 +154,7 @@ def rank_cmd(
         batch_size=batch_size,
         cache_dir=cache_dir,
         out=out,
+        replace=replace,
         quiet=quiet,
     )
     rank_mod.print_summary(board, paths)
@@ -177,7 +182,7 @@ def leaderboard_merge(
     """Rebuild one board from result files of one mode and dataset (e.g. runs from several machines)."""
     import shlex
 
-    from zoo_rank import leaderboard
+    from zoo_rank import leaderboard, publish
     from zoo_rank import rank as rank_mod
 
     board = leaderboard.merge(
@@ -187,7 +192,7 @@ def leaderboard_merge(
         primary=sort_by,
         command=shlex.join(["zoo-rank", *sys.argv[1:]]),
     )
-    rank_mod.print_summary(board, leaderboard.write_board(board, out))
+    rank_mod.print_summary(board, publish.write(board, out))
 
 
 # ---- train (issue 6) -----------------------------------------------------------------------------

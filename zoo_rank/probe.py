@@ -852,7 +852,9 @@ def run_probes(
                 **res.to_dict(),
                 "feature_keys": {"train": train.meta.get("key"), "test": test.meta.get("key")},
             }
-            results.write_keyed_result(results_dir, kind, model, plan.name, cell_settings(run, model, plan), record)
+            results.write_keyed_result(
+                results_dir, kind, model, plan.name, cell_settings(run, model, plan), record
+            )
             bar.update(task, advance=1, rate=f"{plan.name}: {record['score']:.3f}")
             if quiet is False and not err_console().is_terminal:
                 err_console().print(f"probe {model} on {plan.name}: {plan.metric} = {record['score']:.4f}")
