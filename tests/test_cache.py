@@ -210,7 +210,10 @@ def test_cache_rm_refuses_an_empty_prefix_and_covers_converted_weights(images, c
     (gone,) = cache.remove_entries(model="pip:efficientnet-lite0")
     assert gone.key == "pip-efficientnet-lite0-0123456789abcdef" and gone.size == 1000
     assert sorted(p.name for p in weights.iterdir()) == ["pip-efficientnet-lite1-fedcba9876543210"]
-    assert {e.key for e in cache.remove_entries(all=True)} == {fs.key, "pip-efficientnet-lite1-fedcba9876543210"}
+    assert {e.key for e in cache.remove_entries(all=True)} == {
+        fs.key,
+        "pip-efficientnet-lite1-fedcba9876543210",
+    }
     assert not list(weights.iterdir()) and cache.list_entries() == []
 
 

@@ -151,7 +151,9 @@ def test_damaged_converted_pip_weights_are_detected_by_digest_and_converted_agai
     good = create_backbone("pip:efficientnet-lite0")
     folder, _ = pip_weights_dir("efficientnet-lite0")
     weights = folder / "model.safetensors"
-    assert (folder / models.CONVERTED_DIGEST).read_text().strip() == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (folder / models.CONVERTED_DIGEST).read_text().strip() == hashlib.sha256(
+        weights.read_bytes()
+    ).hexdigest()
     package_weight, _ = good.classifier()
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x40  # one flipped bit inside a tensor: safetensors itself would load it

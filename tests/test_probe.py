@@ -222,12 +222,16 @@ def test_run_probes_writes_one_file_per_cell_merges_and_resumes(tmp_path, monkey
 
     files = sorted(p.name for p in tmp_path.glob("probe-ridge__*.json"))
     assert files == sorted(
-        results.result_path(tmp_path, "probe-ridge", m, d, cell(m, d)).name for m in ("bad", "good") for d in "ab"
+        results.result_path(tmp_path, "probe-ridge", m, d, cell(m, d)).name
+        for m in ("bad", "good")
+        for d in "ab"
     )
     rec = results.find_result(tmp_path, "probe-ridge", "good", "b", cell("good", "b"))
     assert rec["metric"] == "mean_per_class" and rec["score"] == rec["mean_per_class"] > 0.95
     assert rec["feature_keys"] == {"train": "good-train", "test": "good-test"} and "torch" in rec["versions"]
-    assert rec["settings"]["probe"] == "ridge" and rec["settings"]["l2_grid"].startswith("97 values in [1e-06, 1e+06]")
+    assert rec["settings"]["probe"] == "ridge" and rec["settings"]["l2_grid"].startswith(
+        "97 values in [1e-06, 1e+06]"
+    )
     bad = results.find_result(tmp_path, "probe-ridge", "bad", "a", cell("bad", "a"))
     assert bad["top1"] < 0.7
     assert (tmp_path / "probe_ridge.csv").is_file() and "| model" in (tmp_path / "probe_ridge.md").read_text()
@@ -249,7 +253,11 @@ def test_probe_results_are_keyed_on_every_setting_that_changes_the_number(tmp_pa
         X, y, Xt, yt = blobs(600, 8, 3, spread=0.4, seed=10, n_test=90)
         if split != "train":
             return _Features(Xt, yt, f"{split}")
-        keep = np.concatenate([np.flatnonzero(y == k)[:n_per_class] for k in range(3)]) if n_per_class else slice(None)
+        keep = (
+            np.concatenate([np.flatnonzero(y == k)[:n_per_class] for k in range(3)])
+            if n_per_class
+            else slice(None)
+        )
         return _Features(X[keep], y[keep], f"train-{n_per_class}-{seed}")
 
     plan = DatasetPlan("a", "a", "train", "test", None, "top1", False)
@@ -258,7 +266,9 @@ def test_probe_results_are_keyed_on_every_setting_that_changes_the_number(tmp_pa
 
     def probe(**kw):
         calls.clear()
-        table = probe_mod.run_probes(["m"], ["a"], results_dir=tmp_path, quiet=True, **{"probe": "ridge", **kw})
+        table = probe_mod.run_probes(
+            ["m"], ["a"], results_dir=tmp_path, quiet=True, **{"probe": "ridge", **kw}
+        )
         return table.row(0, named=True), len(calls)
 
     n20, ran = probe(n_per_class=20)

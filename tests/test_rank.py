@@ -210,3 +210,121 @@ def test_cli_merge_and_errors(tmp_path):
     assert isinstance(res.exception, ZooRankError) and "--sort-by" in str(res.exception)
     assert not (tmp_path / "y.md").exists()
     assert np.isfinite(board["rows"][0]["vci"])
+
+
+# ---- never lose or mix a result ------------------------------------------------------------------
+
+TINY = dict(data="digits", metrics=["logme"], n_per_class=5, probe_n_per_class=3, probe_method="ridge")
+TINY_A, TINY_B = "random-init:test_efficientnet", "random-init:test_convnext"
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_in_which_every_model_fails_exits_non_zero_and_leaves_the_board_untouched(cache_dir, tmp_path):
+    out = tmp_path / "boards" / "b1"
+    rank_mod.rank([TINY_A], out=out, quiet=True, n_boot=0, **TINY)
+    before = _snapshot(tmp_path / "boards")
+    assert len([p for p in before if p.parts[0] == "b1.runs"]) == 1
+    with pytest.raises(
+        ZooRankError, match=r"every model failed \(not_a_model: .*\); the board .*b1 was left as it was"
+    ):
+        rank_mod.rank(["not_a_model"], out=out, quiet=True, n_boot=0, **TINY)
+    args = [
+        "rank",
+        "not_a_model",
+        "--data",
+        "digits",
+        "--metrics",
+        "logme",
+        "--n-per-class",
+        "5",
+        "--probe-n-per-class",
+        "3",
+    ]
+    res = CliRunner().invoke(app, [*args, "--probe-method", "ridge", "--out", str(out), "--quiet"])
+    assert res.exit_code != 0 and "every model failed" in str(res.exception)
+    assert _snapshot(tmp_path / "boards") == before
+
+
+def test_a_rerun_with_some_models_keeps_the_others_and_replace_starts_over(cache_dir, tmp_path, monkeypatch):
+    import zoo_rank.models as models_mod
+
+    out = tmp_path / "b"
+    kw = dict(out=out, quiet=True, n_boot=0, **TINY)
+    first, _ = rank_mod.rank([TINY_A, TINY_B], **kw)
+    runs = {r.label: r.save(tmp_path / "unused") for r in first.results}  # the file names they have
+    b_file = out.parent / "b.runs" / runs[TINY_B].name
+    b_bytes = b_file.read_bytes()
+
+    # A rerun of A alone updates A's row; B's row and result file stay as they were.
+    board, paths = rank_mod.rank([TINY_A], **kw)
+    assert sorted(r.label for r in board.results) == sorted([TINY_A, TINY_B])
+    assert b_file.read_bytes() == b_bytes
+    assert {r["label"] for r in read_csv(paths["csv"])} == {TINY_A, TINY_B}
+    assert (
+        board.to_dict()["results"] == merge([out.parent / "b.runs"], name="b", n_boot=0).to_dict()["results"]
+    )
+
+    # A model that fails in a rerun keeps its earlier good row (said in a warning), next to a new error row.
+    real = models_mod.create_backbone
+
+    def flaky(arch, **k):
+        if arch == "test_convnext":
+            raise RuntimeError("CUDA out of memory")
+        return real(arch, **k)
+
+    monkeypatch.setattr(models_mod, "create_backbone", flaky)
+    board, _ = rank_mod.rank([TINY_A, TINY_B, "not_a_model"], **kw)
+    rows = {r.label: r for r in board.results}
+    assert rows[TINY_B].error is None and rows[TINY_B].metrics == first.results[1].metrics
+    assert rows["not_a_model"].error and b_file.read_bytes() == b_bytes
+    monkeypatch.setattr(models_mod, "create_backbone", real)
+
+    # Rows computed with another subset would be mixed: refused before any model runs, unless --replace.
+    with pytest.raises(ZooRankError, match=r"images_per_class = 5, this run has 6.*--replace"):
+        rank_mod.rank([TINY_A], **{**kw, "n_per_class": 6})
+    assert b_file.read_bytes() == b_bytes
+    board, paths = rank_mod.rank([TINY_A], **{**kw, "n_per_class": 6}, replace=True)
+    assert [r.label for r in board.results] == [TINY_A] and board.results[0].conditions[
+        "images_per_class"
+    ] == 6
+    assert not b_file.exists() and len(list((out.parent / "b.runs").glob("*.json"))) == 1
+    assert [r["label"] for r in read_csv(paths["csv"])] == [TINY_A]
+
+
+def test_out_defaults_to_a_board_named_after_what_is_ranked(cache_dir, tmp_path, monkeypatch):
+    assert rank_mod.default_out("fashion-mnist", "target", bare=True) == rank_mod.DEFAULT_OUT
+    assert (
+        str(rank_mod.default_out("fashion-mnist", "source", bare=True)) == "leaderboards/fashion-mnist-source"
+    )
+    assert (
+        str(rank_mod.default_out("../x/cifar 10", "target", bare=False)) == "leaderboards/x-cifar-10-target"
+    )
+    monkeypatch.chdir(tmp_path)
+    _, paths = rank_mod.rank([TINY_A], quiet=True, n_boot=0, **TINY)
+    assert str(paths["md"]) == "leaderboards/digits-target.md" and paths["md"].is_file()
+    assert not (tmp_path / "leaderboards" / "default.md").exists()
+    assert (tmp_path / "leaderboards" / "digits-target.runs").is_dir()
+
+
+def test_an_unwritable_out_fails_before_any_extraction(cache_dir, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(ZooRankError, match=r"cannot write the board .*a-file/board .*pass --out"):
+        rank_mod.rank([TINY_A], out=tmp_path / "a-file" / "board", quiet=True, n_boot=0, **TINY)
+    assert not (cache_dir / "features").exists()  # nothing was extracted
+
+
+def test_files_the_tool_did_not_write_are_never_overwritten(cache_dir, tmp_path):
+    p = tmp_path / "p"
+    p.mkdir()
+    (p / "README.md").write_text("# my project notes\n")
+    (p / "notes.md").write_text("# my notes\n")
+    _, paths = rank_mod.rank([TINY_A], out=p / "board", quiet=True, n_boot=0, **TINY)
+    assert (p / "README.md").read_text() == "# my project notes\n"  # today: replaced by the generated index
+    assert paths["index"] == p / INDEX_NAME and "[board](board.md)" in paths["index"].read_text()
+    assert "- [notes](notes.md): my notes" in paths["index"].read_text()
+    with pytest.raises(ZooRankError, match=r"notes\.md exists and was not written by zoo-rank"):
+        rank_mod.rank([TINY_A], out=p / "notes", quiet=True, n_boot=0, **TINY)
+    assert (p / "notes.md").read_text() == "# my notes\n" and not (p / "notes.json").exists()

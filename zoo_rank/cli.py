@@ -129,7 +129,9 @@ def rank_cmd(
         "for the bare default run, else leaderboards/<data>-<mode>). Rows of models not rerun are kept.",
     ),
     replace: bool = typer.Option(
-        False, "--replace", help="Start the board over: drop the rows (and result files) of models not in this run."
+        False,
+        "--replace",
+        help="Start the board over: drop the rows (and result files) of models not in this run.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:

@@ -146,7 +146,9 @@ def _manifest_text(manifest: dict[str, Any] | None) -> str | None:
 def default_out(data_name: str, mode: str, *, bare: bool) -> Path:
     """Where a run writes without --out: the bare default run (no models, no data, target mode) its own
     board, any other run a board named after what it ranks, leaderboards/<data>-<mode>."""
-    return DEFAULT_OUT if bare and mode == "target" else BOARDS_DIR / f"{slug(data_name)}-{mode}"
+    if bare and mode == "target":
+        return DEFAULT_OUT
+    return BOARDS_DIR / f"{slug(data_name).lstrip('.-') or 'data'}-{mode}"  # never a hidden file
 
 
 def _load_data(spec: str | None, split: str | None, notes: list[str]):
