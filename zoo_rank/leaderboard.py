@@ -3,9 +3,9 @@
 Two file kinds, both JSON, both versioned by a `schema` field:
 
 * a **result file** (`zoo_rank.result/1`), one per (model, dataset) run, written by `zoo_rank.rank`
-  as each model finishes. It carries everything a board needs about that run: the metric values, the
-  probe results, the conditions (data, manifest, transform, precision, device, versions, date) and an
-  error when the run failed. Result files from several machines combine with `merge`.
+  (through `zoo_rank.publish`, into NAME.runs/). It carries everything a board needs about that run: the
+  metric values, the probe results, the conditions (data, manifest, transform, precision, device,
+  versions, date) and an error when the run failed. Result files from several machines combine with `merge`.
 * a **board** (`zoo_rank.leaderboard/1`): `NAME.json` holds the board options (mode, metrics, sort
   key), the full results, the rank correlations, the recommendation and `rows`, the flat table whose
   columns are exactly those of `NAME.csv` (one schema for both). `NAME.md` is the human view,
