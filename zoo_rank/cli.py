@@ -273,7 +273,7 @@ def probe_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample and of the validation split."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="One JSON file per (model, dataset) and the merged table go here."),
-    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Keep result files already written (resume)."),
+    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Skip cells already computed with exactly these settings (resume); other settings are computed anew."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Linear-probe accuracy of each model on each dataset (Kornblith et al. 2019 protocol)."""
@@ -297,12 +297,12 @@ def validate_cmd(
     probe: str = typer.Option("logistic", "--probe", help="Which probe's accuracy is the target."),
     paper: bool = typer.Option(False, "--paper", help="Recompute MLOG and metric-vs-MLOG correlations from the paper's Tables 1-2."),
     tables: Optional[Path] = typer.Option(None, "--tables", help="Paper-tables JSON file (schema: zoo_rank/validate.py)."),
-    n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Score on n training images per class."),
+    n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Score on n training images per class (reads the probe run with the same --n-per-class and --seed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample and of the bootstrap."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples over models (0: no intervals)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where probe results are and validation results go."),
-    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Keep result files already written (resume)."),
+    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Skip cells already computed with exactly these settings (resume); other settings are computed anew."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """How well each metric predicts probe accuracy over models (Pearson, Spearman, Kendall, weighted tau, regret)."""
