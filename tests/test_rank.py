@@ -328,3 +328,22 @@ def test_files_the_tool_did_not_write_are_never_overwritten(cache_dir, tmp_path)
     with pytest.raises(ZooRankError, match=r"notes\.md exists and was not written by zoo-rank"):
         rank_mod.rank([TINY_A], out=p / "notes", quiet=True, n_boot=0, **TINY)
     assert (p / "notes.md").read_text() == "# my notes\n" and not (p / "notes.json").exists()
+
+
+def test_ctrl_c_keeps_the_rows_of_the_models_that_finished(cache_dir, tmp_path, monkeypatch, capsys):
+    real, calls = rank_mod._run_model, []
+
+    def interrupted_second(entry, *a, **k):
+        calls.append(entry.spec)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(entry, *a, **k)
+
+    monkeypatch.setattr(rank_mod, "_run_model", interrupted_second)
+    out = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        rank_mod.rank([TINY_A, TINY_B], out=out, quiet=True, n_boot=0, **TINY)
+    assert "interrupted: the rows of random-init:test_efficientnet are saved on" in capsys.readouterr().err
+    board = json.loads((tmp_path / "b.json").read_text())
+    assert [r["label"] for r in board["rows"]] == [TINY_A]
+    assert len(list((tmp_path / "b.runs").glob("*.json"))) == 1

@@ -460,6 +460,19 @@ def rank(
         "quiet": quiet,
     }
 
+    if command is None:
+        command = shlex.join(["zoo-rank", *sys.argv[1:]]) if Path(sys.argv[0]).name == "zoo-rank" else ""
+
+    def build(rows: list[RunResult]) -> Leaderboard:
+        return build_board(
+            rows, name=out.name, metrics=metric_names, primary=sort_by, command=command, n_boot=n_boot
+        )
+
+    def save(rows: list[RunResult]) -> tuple[Leaderboard, dict[str, Path]]:
+        return publish.publish(
+            rows, out=out, settings=settings, metrics=metric_names, build=build, replace=replace
+        )
+
     results: list[RunResult] = []
     with _console.progress(quiet=quiet) as bar:
         task = bar.add_task("models", total=len(entries), rate="")
@@ -489,6 +502,9 @@ def rank(
                     conditions=dict(base_conditions),
                     error=_error_line(err),
                 )
+            except KeyboardInterrupt:
+                _save_on_interrupt(results, save, out, replace)
+                raise
             results.append(result)
             bar.update(task, advance=1)
             if not quiet and result.error is None:
@@ -502,21 +518,25 @@ def rank(
                     soft_wrap=True,
                 )
 
-    if command is None:
-        command = shlex.join(["zoo-rank", *sys.argv[1:]]) if Path(sys.argv[0]).name == "zoo-rank" else ""
-
-    def build(rows: list[RunResult]) -> Leaderboard:
-        return build_board(
-            rows, name=out.name, metrics=metric_names, primary=sort_by, command=command, n_boot=n_boot
-        )
-
-    board, written = publish.publish(
-        results, out=out, settings=settings, metrics=metric_names, build=build, replace=replace
-    )
+    board, written = save(results)
     for note in board.notes():
         if note not in notes:  # the data fallback was said when it happened
             _console.warn(note)
     return board, written
+
+
+def _save_on_interrupt(results: list[RunResult], save, out: Path, replace: bool) -> None:
+    """Ctrl-C: the rows of the models that finished are results; publish them (not with --replace, which
+    would drop the board's other rows for a partial run) and say so."""
+    done = [r for r in results if r.error is None]
+    if done and not replace:
+        save(done)
+        _console.warn(
+            f"interrupted: the rows of {', '.join(r.label for r in done)} are saved on {out}; run the same "
+            "command again for the rest (features already extracted come from the cache)."
+        )
+    else:
+        _console.warn(f"interrupted before any model's row was saved; {out} was left as it was.")
 
 
 def print_summary(board: Leaderboard, paths: dict[str, Path]) -> None:
