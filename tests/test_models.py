@@ -151,22 +151,21 @@ def test_damaged_converted_pip_weights_are_detected_by_digest_and_converted_agai
     good = create_backbone("pip:efficientnet-lite0")
     folder, _ = pip_weights_dir("efficientnet-lite0")
     weights = folder / "model.safetensors"
-    assert (folder / models.CONVERTED_DIGEST).read_text().strip() == hashlib.sha256(
-        weights.read_bytes()
-    ).hexdigest()
     package_weight, _ = good.classifier()
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x40  # one flipped bit inside a tensor: safetensors itself would load it
     weights.write_bytes(bytes(data))
     again = create_backbone("pip:efficientnet-lite0")
+    assert again.weights_id == good.weights_id  # today: the damaged weights were loaded, another digest
     assert "do not match their recorded sha256" in capsys.readouterr().err
-    assert again.weights_id == good.weights_id
     assert torch.equal(again.classifier()[0], package_weight)
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated: today every rerun failed to load it
     assert create_backbone("pip:efficientnet-lite0").weights_id == good.weights_id
     assert "converting them again" in capsys.readouterr().err
     assert create_backbone("pip:efficientnet-lite0").weights_id == good.weights_id
     assert "converting" not in capsys.readouterr().err  # intact: used as is
+    digest = (folder / models.CONVERTED_DIGEST).read_text().strip()
+    assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite1", "efficientnet-lite2"])

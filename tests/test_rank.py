@@ -295,6 +295,11 @@ def test_a_rerun_with_some_models_keeps_the_others_and_replace_starts_over(cache
 
 
 def test_out_defaults_to_a_board_named_after_what_is_ranked(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, paths = rank_mod.rank([TINY_A], quiet=True, n_boot=0, **TINY)
+    assert str(paths["md"]) == "leaderboards/digits-target.md" and paths["md"].is_file()
+    assert not (tmp_path / "leaderboards" / "default.md").exists()
+    assert (tmp_path / "leaderboards" / "digits-target.runs").is_dir()
     assert rank_mod.default_out("fashion-mnist", "target", bare=True) == rank_mod.DEFAULT_OUT
     assert (
         str(rank_mod.default_out("fashion-mnist", "source", bare=True)) == "leaderboards/fashion-mnist-source"
@@ -302,11 +307,6 @@ def test_out_defaults_to_a_board_named_after_what_is_ranked(cache_dir, tmp_path,
     assert (
         str(rank_mod.default_out("../x/cifar 10", "target", bare=False)) == "leaderboards/x-cifar-10-target"
     )
-    monkeypatch.chdir(tmp_path)
-    _, paths = rank_mod.rank([TINY_A], quiet=True, n_boot=0, **TINY)
-    assert str(paths["md"]) == "leaderboards/digits-target.md" and paths["md"].is_file()
-    assert not (tmp_path / "leaderboards" / "default.md").exists()
-    assert (tmp_path / "leaderboards" / "digits-target.runs").is_dir()
 
 
 def test_an_unwritable_out_fails_before_any_extraction(cache_dir, tmp_path):
