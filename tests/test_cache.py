@@ -189,6 +189,34 @@ def test_list_and_remove_entries_by_model_and_all(images, cache_dir):
     assert len(cache.remove_entries(all=True)) == 1 and not list((cache_dir / "features").iterdir())
 
 
+def test_cache_rm_refuses_an_empty_prefix_and_covers_converted_weights(images, cache_dir):
+    """`cache rm ""` used to remove every entry (every key starts with ""); converted pip: weights are
+    cache contents too and go with --model and --all."""
+    fs = extract_features(tiny_backbone(), images, precision="fp32", batch_size=12, num_workers=0, quiet=True)
+    runner = CliRunner()
+    for prefixes in ([""], ["  "], [fs.key[:6], ""]):
+        with pytest.raises(ZooRankError, match="empty key prefix"):
+            cache.remove_entries(prefixes)
+        res = runner.invoke(app, ["cache", "rm", *prefixes])
+        assert res.exit_code != 0 and "empty key prefix" in str(res.exception)
+    assert [e.key for e in cache.list_entries()] == [fs.key]
+
+    weights = cache_dir / "weights"
+    for name in ("pip-efficientnet-lite0-0123456789abcdef", "pip-efficientnet-lite1-fedcba9876543210"):
+        (weights / name).mkdir(parents=True)
+        (weights / name / "model.safetensors").write_bytes(b"x" * 1000)
+    listed = runner.invoke(app, ["cache", "ls"])
+    assert "3 entries" in listed.output and listed.output.count("1000 B") == 2
+    (gone,) = cache.remove_entries(model="pip:efficientnet-lite0")
+    assert gone.key == "pip-efficientnet-lite0-0123456789abcdef" and gone.size == 1000
+    assert sorted(p.name for p in weights.iterdir()) == ["pip-efficientnet-lite1-fedcba9876543210"]
+    assert {e.key for e in cache.remove_entries(all=True)} == {
+        fs.key,
+        "pip-efficientnet-lite1-fedcba9876543210",
+    }
+    assert not list(weights.iterdir()) and cache.list_entries() == []
+
+
 def test_polars_array_column_and_metadata_round_trip(cache_dir, reference):
     """The file is plain parquet: any reader sees row/label/features and the JSON metadata."""
     path = next(Path(reference.meta["key"] and cache.cache_root()).glob("**/*.parquet"), None)

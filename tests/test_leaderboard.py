@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from zoo_rank import ZooRankError
+from zoo_rank import ZooRankError, publish
 from zoo_rank.leaderboard import (
     BOARD_SCHEMA,
+    INDEX_MARKER,
+    INDEX_NAME,
     RunResult,
     build_board,
     load_result,
@@ -170,7 +176,7 @@ def test_files_round_trip(tmp_path):
     ]
     board = make_board(results, name="rt", command="zoo-rank rank m-a m-b")
     paths = write_board(board, tmp_path / "boards" / "rt")
-    assert {p.name for p in paths.values()} == {"rt.md", "rt.csv", "rt.json", "rt.png", "README.md"}
+    assert {p.name for p in paths.values()} == {"rt.md", "rt.csv", "rt.json", "rt.png", INDEX_NAME}
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(paths["json"].read_text())
     assert data["schema"] == BOARD_SCHEMA and data["mode"] == "target" and data["primary"] == "vci"
@@ -258,3 +264,72 @@ def test_notes_once_each_naming_partial_holders():
     ]
     md = render_markdown(board)
     assert md.count("fell back to digits") == 1 and "biased towards 0 (m-a)" in md
+
+
+# ---- publishing: lock, consistent files, foreign files ---------------------------------------------
+
+HERE = Path(__file__).resolve().parent
+
+
+def _png_labels(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return json.loads(image.text["Description"])
+
+
+def test_concurrent_writers_of_one_board_are_serialised_and_its_files_agree(tmp_path):
+    """Three processes publish into one board at once (each drawing its PNG slowly): every model ends up
+    on it, in NAME.runs/ and in each of md/csv/json/png, all from one set of results."""
+    out = tmp_path / "b"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "_board_worker.py"), str(out), f"m-{i}", str(0.1 * (i + 1))], env=env
+        )
+        for i in range(3)
+    ]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0, 0]
+    labels = ["m-0", "m-1", "m-2"]  # target mode: lower VCI first
+    assert sorted(p.name for p in (tmp_path / "b.runs").iterdir()) == [
+        f"rank-target__{m}__digits.json" for m in labels
+    ]
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert [r["label"] for r in data["rows"]] == labels
+    assert [r["label"] for r in read_csv(tmp_path / "b.csv")] == labels
+    md = (tmp_path / "b.md").read_text()
+    assert [line.split("`")[1] for line in md.splitlines() if line.startswith("| ") and "`m-" in line][
+        :3
+    ] == labels
+    assert _png_labels(tmp_path / "b.png") == labels
+    assert "[b](b.md)" in (tmp_path / INDEX_NAME).read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_publish_never_overwrites_files_it_did_not_write(tmp_path):
+    board = make_board(four_results(), name="x", command="zoo-rank leaderboard merge")
+    (tmp_path / "README.md").write_text("# hand-written\n")
+    paths = publish.write(board, tmp_path / "x")
+    assert (tmp_path / "README.md").read_text() == "# hand-written\n"
+    assert paths["index"].name == INDEX_NAME and paths["index"].read_text().splitlines()[1] == INDEX_MARKER
+    assert _png_labels(paths["png"]) == [r.label for r in board.ranked() if r.error is None]
+    publish.write(board, tmp_path / "x")  # its own files: rewritten
+    for name, text in [
+        ("y.md", "# a page\n"),
+        ("y.csv", "a,b\n1,2\n"),
+        ("y.json", "{}"),
+        ("y.png", "not a png"),
+    ]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ZooRankError, match=rf"{name} exists and was not written by zoo-rank"):
+            publish.write(board, tmp_path / "y")
+        assert (tmp_path / name).read_text() == text
+        (tmp_path / name).unlink()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / INDEX_NAME).write_text("# my own index\n")
+    with pytest.raises(ZooRankError, match=r"INDEX\.zoo-rank\.md exists and was not written by zoo-rank"):
+        publish.write(board, other / "x")
+    assert not (other / "x.md").exists() and (other / INDEX_NAME).read_text() == "# my own index\n"
+    with pytest.raises(ZooRankError, match="not written by zoo-rank"):
+        update_index(other)

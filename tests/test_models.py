@@ -146,6 +146,28 @@ def test_pip_weights_go_through_timm_local_dir_with_the_in1k_config(lite0, modul
     assert again.weights_id == lite0.weights_id
 
 
+@needs_lite0
+def test_damaged_converted_pip_weights_are_detected_by_digest_and_converted_again(cache_dir, capsys):
+    good = create_backbone("pip:efficientnet-lite0")
+    folder, _ = pip_weights_dir("efficientnet-lite0")
+    weights = folder / "model.safetensors"
+    package_weight, _ = good.classifier()
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x40  # one flipped bit inside a tensor: safetensors itself would load it
+    weights.write_bytes(bytes(data))
+    again = create_backbone("pip:efficientnet-lite0")
+    assert again.weights_id == good.weights_id  # today: the damaged weights were loaded, another digest
+    assert "do not match their recorded sha256" in capsys.readouterr().err
+    assert torch.equal(again.classifier()[0], package_weight)
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated: today every rerun failed to load it
+    assert create_backbone("pip:efficientnet-lite0").weights_id == good.weights_id
+    assert "converting them again" in capsys.readouterr().err
+    assert create_backbone("pip:efficientnet-lite0").weights_id == good.weights_id
+    assert "converting" not in capsys.readouterr().err  # intact: used as is
+    digest = (folder / models.CONVERTED_DIGEST).read_text().strip()
+    assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
 @pytest.mark.parametrize("name", ["efficientnet-lite1", "efficientnet-lite2"])
 def test_other_pip_entries_map_onto_their_tf_architecture(name, module_cache):
     if not _has_package(name):

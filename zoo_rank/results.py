@@ -2,24 +2,32 @@
 
 Like CLIP_benchmark: every (kind, model, dataset) cell is written to its own file named from
 `RESULT_TEMPLATE`, so an interrupted run resumes with `skip_existing=True` and several runs can fill
-the same directory; `merge_results` reads every file of a kind into one polars table. The default
+the same directory; `merge_results` reads every file of a kind into one polars table.
+
+A cell of `zoo-rank probe` / `validate` is also keyed on its `settings`: every setting that changes the
+number (subset size, seed, splits, probe method and L2 grid, feature precision, zoo_rank version). The key
+(`settings_key`, a digest of them) is part of the file name and the settings are stored in the file, so a
+run with other settings writes a new file beside the old one, and `find_result` returns a file only when
+its stored settings are exactly the ones asked for (a true match; anything else is recomputed). The default
 directory is ./results (relative to where the command runs): results are a user's experiment record,
 not a cache to be evicted, so they do not go under the feature cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import platform
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from zoo_rank._paths import write_text_atomic
+
 DEFAULT_RESULTS_DIR = Path("results")
 RESULT_TEMPLATE = "{kind}__{model}__{dataset}.json"
+KEYED_TEMPLATE = "{kind}__{model}__{dataset}__{key}.json"
 
 
 def slug(name: str) -> str:
@@ -27,10 +35,48 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "-", str(name)).strip("-") or "unnamed"
 
 
-def result_path(results_dir: str | Path, kind: str, model: str, dataset: str) -> Path:
-    return Path(results_dir) / RESULT_TEMPLATE.format(
-        kind=slug(kind), model=slug(model), dataset=slug(dataset)
-    )
+def settings_key(settings: dict[str, Any]) -> str:
+    """12 hex digits naming `settings` (canonical JSON: key order does not matter)."""
+    text = json.dumps(settings, sort_keys=True, default=_jsonable)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def result_path(
+    results_dir: str | Path, kind: str, model: str, dataset: str, settings: dict[str, Any] | None = None
+) -> Path:
+    """RESULT_TEMPLATE, or KEYED_TEMPLATE when the cell is keyed on its `settings`."""
+    names = {"kind": slug(kind), "model": slug(model), "dataset": slug(dataset)}
+    if settings is None:
+        return Path(results_dir) / RESULT_TEMPLATE.format(**names)
+    return Path(results_dir) / KEYED_TEMPLATE.format(**names, key=settings_key(settings))
+
+
+def find_result(
+    results_dir: str | Path, kind: str, model: str, dataset: str, settings: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The cell's record when a file with exactly these `settings` exists (and reads back), else None."""
+    path = result_path(results_dir, kind, model, dataset, settings)
+    try:
+        record = read_result(path)
+    except (OSError, ValueError):
+        return None  # absent, or not JSON: recompute
+    return record if isinstance(record, dict) and record.get("settings") == _as_read_back(settings) else None
+
+
+_MISSING = object()
+
+
+def _as_read_back(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` as they read back from a file (tuples become lists, numpy scalars numbers)."""
+    return json.loads(json.dumps(settings, default=_jsonable))
+
+
+def write_keyed_result(
+    results_dir: str | Path, kind: str, model: str, dataset: str, settings: dict[str, Any], record: dict
+) -> Path:
+    """Write a cell keyed on `settings` (stored in the file, where `find_result` and `merge_results` read them)."""
+    record = {**record, "settings": settings, "settings_key": settings_key(settings)}
+    return write_result(result_path(results_dir, kind, model, dataset, settings), record)
 
 
 def versions() -> dict[str, str]:
@@ -55,20 +101,12 @@ def versions() -> dict[str, str]:
 def write_result(path: str | Path, record: dict[str, Any]) -> Path:
     """Write one cell atomically (temp file + rename), stamping the time and versions."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         **record,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, default=_jsonable)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(record, indent=2, default=_jsonable))
     return path
 
 
@@ -88,17 +126,28 @@ def read_result(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def merge_results(results_dir: str | Path, kind: str, columns: list[str] | None = None):
+def merge_results(
+    results_dir: str | Path,
+    kind: str,
+    columns: list[str] | None = None,
+    *,
+    where: dict[str, Any] | None = None,
+):
     """Every result file of `kind` in `results_dir` as one polars DataFrame (one row per file).
 
-    Nested values (dicts, lists) are dropped; `columns` selects and orders the columns present.
+    Nested values (dicts, lists) are dropped; `columns` selects and orders the columns present. `where`:
+    only cells whose stored settings have these values (one run's settings, never a mix of several).
     """
     import polars as pl
 
     files = sorted(Path(results_dir).glob(RESULT_TEMPLATE.format(kind=slug(kind), model="*", dataset="*")))
+    wanted = _as_read_back(where or {})
     rows = []
     for f in files:
         rec = read_result(f)
+        stored = rec.get("settings") or {}
+        if any(stored.get(k, _MISSING) != v for k, v in wanted.items()):
+            continue
         rows.append({k: v for k, v in rec.items() if not isinstance(v, dict | list)})
     df = pl.DataFrame(rows) if rows else pl.DataFrame()
     if columns is not None and df.width:
@@ -126,10 +175,9 @@ def to_markdown(df) -> str:
 def write_table(df, stem: str | Path) -> tuple[Path, Path]:
     """Write `df` as STEM.csv and STEM.md; returns both paths."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     csv, md = stem.with_suffix(".csv"), stem.with_suffix(".md")
-    df.write_csv(csv)
-    md.write_text(to_markdown(df) + "\n")
+    write_text_atomic(csv, df.write_csv())
+    write_text_atomic(md, to_markdown(df) + "\n")
     return csv, md
 
 

@@ -393,35 +393,45 @@ def run_validation(
     from zoo_rank import extract, results
     from zoo_rank._console import progress
     from zoo_rank.metrics import compute_metrics, resolve_metric_names
-    from zoo_rank.probe import resolve_datasets
+    from zoo_rank.probe import cell_settings, probe_settings, resolve_datasets
 
     results_dir = Path(results_dir) if results_dir is not None else results.DEFAULT_RESULTS_DIR
     names = resolve_metric_names(metrics)
     plans = resolve_datasets(datasets)
     probe_kind = f"probe-{probe}"
-    missing = [
-        (m, p.name)
+    # The target is the probe trained on the very subset that is scored (same n_per_class and seed).
+    probe_run = probe_settings(probe, n_per_class, seed, device)
+    targets = {
+        (m, p.name): results.find_result(results_dir, probe_kind, m, p.name, cell_settings(probe_run, m, p))
         for m in models
         for p in plans
-        if not results.result_path(results_dir, probe_kind, m, p.name).exists()
-    ]
+    }
+    missing = [cell for cell, record in targets.items() if record is None]
     if missing:
         m, d = missing[0]
+        size = "" if n_per_class is None else f" --n-per-class {n_per_class}"
         raise ZooRankError(
-            f"no {probe} probe result for {len(missing)} (model, dataset) cell(s) in {results_dir}, e.g. {m} on {d}; "
-            f"run `zoo-rank probe {' '.join(sorted({c[0] for c in missing}))} --datasets "
-            f"{','.join(sorted({c[1] for c in missing}))} --results-dir {results_dir}` first."
+            f"no {probe} probe result with these settings (n_per_class {n_per_class}, seed {seed}, "
+            f"precision {probe_run['precision']}) for {len(missing)} (model, dataset) cell(s) in {results_dir}, "
+            f"e.g. {m} on {d}; run `zoo-rank probe {' '.join(sorted({c[0] for c in missing}))} --datasets "
+            f"{','.join(sorted({c[1] for c in missing}))} --probe {probe}{size} --seed {seed} --results-dir {results_dir}` first."
         )
+    # Scores also depend on which metrics are computed and on the target probe's own key.
+    run = {**probe_run, "probe": probe, "metrics": names}
+
+    def cell(model: str, plan) -> dict[str, Any]:
+        return {**cell_settings(run, model, plan), "target_key": targets[(model, plan.name)]["settings_key"]}
+
     todo = [
         (m, p)
         for m in models
         for p in plans
-        if not (skip_existing and results.result_path(results_dir, "validate", m, p.name).exists())
+        if not (skip_existing and results.find_result(results_dir, "validate", m, p.name, cell(m, p)))
     ]
     with progress(quiet=quiet, unit="cell") as bar:
         task = bar.add_task("validate", total=len(todo), rate="")
         for model, plan in todo:
-            target = results.read_result(results.result_path(results_dir, probe_kind, model, plan.name))
+            target = targets[(model, plan.name)]
             fs = extract.extract_features(
                 model, plan.spec, split=plan.train_split, n_per_class=n_per_class, seed=seed,
                 device=device, cache_dir=cache_dir, quiet=quiet,
@@ -440,10 +450,10 @@ def run_validation(
                 "n_samples": len(fs.labels),
                 "feature_key": fs.meta.get("key"),
             }
-            results.write_result(results.result_path(results_dir, "validate", model, plan.name), record)
+            results.write_keyed_result(results_dir, "validate", model, plan.name, cell(model, plan), record)
             bar.update(task, advance=1, rate=plan.name)
 
-    cells = results.merge_results(results_dir, "validate")
+    cells = results.merge_results(results_dir, "validate", where=run)
     rows = []
     for plan in plans:
         sub = cells.filter(pl.col("dataset") == plan.name, pl.col("model").is_in(models))
