@@ -128,6 +128,9 @@ def rank_cmd(
         help="Board path without suffix: writes OUT.md/.csv/.json/.png and OUT.runs/.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    on_bad_image: str = typer.Option(
+        "error", "--on-bad-image", help="error: stop at an image that does not decode; skip: leave it out (counted on the board)."
+    ),
 ) -> None:
     """Rank backbones: extract (cached) -> score -> probe check -> leaderboard. No arguments: the offline default."""
     from zoo_rank import rank as rank_mod
@@ -151,6 +154,7 @@ def rank_cmd(
         cache_dir=cache_dir,
         out=out,
         quiet=quiet,
+        on_bad_image=on_bad_image,
     )
     rank_mod.print_summary(board, paths)
 
@@ -399,6 +403,9 @@ def extract_cmd(
         None, "--num-workers", help="DataLoader decode workers (default: from the CPU count)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    on_bad_image: str = typer.Option(
+        "error", "--on-bad-image", help="error: stop at an image that does not decode; skip: leave it out and count it."
+    ),
 ) -> None:
     """Extract penultimate features into the cache (resumable; run under torchrun to shard across GPUs)."""
     import os
@@ -410,7 +417,7 @@ def extract_cmd(
         fs = extract_features(
             spec, data, split=split, n_per_class=n_per_class, seed=seed, manifest=manifest, precision=precision,
             device=device, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
-            skip_existing=skip_existing, quiet=quiet,
+            skip_existing=skip_existing, quiet=quiet, on_bad_image=on_bad_image,
         )  # fmt: skip
         n, p = fs.features.shape
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns the entry; one line
@@ -466,6 +473,10 @@ def main() -> None:
     except ZooRankError as err:
         print(f"zoo-rank: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        # Extraction has said what it saved; everything finished before is in the cache / result files.
+        print("zoo-rank: interrupted; finished work is kept, the same command resumes from it.", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
