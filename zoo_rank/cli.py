@@ -317,7 +317,7 @@ def validate_cmd(
         models, names, metrics=_split(metric), probe=probe, results_dir=results_dir, skip_existing=skip_existing,
         n_per_class=n_per_class, seed=seed, device=device, n_boot=n_boot, quiet=quiet,
     )  # fmt: skip
-    shown = [c for c in ("dataset", "metric", "n_models", "sign", "spearman", "kendall", "weighted_tau", "regret", "note") if c in table.columns]
+    shown = [c for c in ("dataset", "metric", "n_models", "sign", "spearman", "spearman_p", "kendall", "weighted_tau", "regret", "note") if c in table.columns]
     results.print_table(table.select(shown), f"metric vs {probe} probe accuracy ({results_dir}/validation.md: all statistics, CIs)")
 # fmt: on
 
