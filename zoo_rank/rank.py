@@ -372,7 +372,8 @@ def rank(
         (None: DEFAULT_* for the default data, every image otherwise).
     probe_method: 'logistic' (the paper's protocol: L-BFGS logistic regression, 97 L2 values) or 'ridge'
         (closed form, quick; not the paper's protocol). None: logistic.
-    n_boot: bootstrap resamples for the correlation intervals on the board.
+    n_boot: bootstrap resamples for the correlation intervals on the board (boards of 10+ models).
+    on_bad_image: 'error' stops at an image that does not decode; 'skip' leaves it out (noted on the board).
     Returns the board and the written paths.
     """
     from zoo_rank.data import check_subset_args, known_datasets
