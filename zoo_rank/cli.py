@@ -129,7 +129,9 @@ def rank_cmd(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     on_bad_image: str = typer.Option(
-        "error", "--on-bad-image", help="error: stop at an image that does not decode; skip: leave it out (counted on the board)."
+        "error",
+        "--on-bad-image",
+        help="error: stop at an image that does not decode; skip: leave it out (counted on the board).",
     ),
 ) -> None:
     """Rank backbones: extract (cached) -> score -> probe check -> leaderboard. No arguments: the offline default."""
@@ -404,7 +406,9 @@ def extract_cmd(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     on_bad_image: str = typer.Option(
-        "error", "--on-bad-image", help="error: stop at an image that does not decode; skip: leave it out and count it."
+        "error",
+        "--on-bad-image",
+        help="error: stop at an image that does not decode; skip: leave it out and count it.",
     ),
 ) -> None:
     """Extract penultimate features into the cache (resumable; run under torchrun to shard across GPUs)."""
@@ -475,7 +479,9 @@ def main() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         # Extraction has said what it saved; everything finished before is in the cache / result files.
-        print("zoo-rank: interrupted; finished work is kept, the same command resumes from it.", file=sys.stderr)
+        print(
+            "zoo-rank: interrupted; finished work is kept, the same command resumes from it.", file=sys.stderr
+        )
         sys.exit(130)
 
 

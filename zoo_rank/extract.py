@@ -132,7 +132,12 @@ class _ImageRows(torch.utils.data.Dataset):
             where = f"{path} (row {row})" if path else f"row {row}"
             detail = (str(err).strip().splitlines() or [""])[0][:200]
             label = int(raw["label"][0].as_py()) if "label" in raw.column_names else -1
-            return None, label, row, f"image {where} of {self.name} does not decode ({type(err).__name__}: {detail})"
+            return (
+                None,
+                label,
+                row,
+                f"image {where} of {self.name} does not decode ({type(err).__name__}: {detail})",
+            )
 
     def __getitems__(self, idx: list[int]) -> list[_Item]:
         return self._items([int(self.rows[i]) for i in idx])
@@ -141,7 +146,9 @@ class _ImageRows(torch.utils.data.Dataset):
         return self._items([int(self.rows[i])])[0]
 
 
-def _collate(items: list[_Item]) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+def _collate(
+    items: list[_Item],
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
     """(images (B,3,H,W) or None when all are bad, labels (B,), rows (B,), [(row, problem)] of bad images)."""
     good = [it for it in items if it[3] is None]
     bad = [(it[2], str(it[3])) for it in items if it[3] is not None]
@@ -425,9 +432,7 @@ def _extract_block(
                     if feats is not None:
                         buffer.append((rows.numpy(), labels.numpy(), feats.numpy()))
                         buf_n += len(rows)
-                    if buffer and (
-                        buf_n >= shard_size or time.perf_counter() - last_flush >= SHARD_SECONDS
-                    ):
+                    if buffer and (buf_n >= shard_size or time.perf_counter() - last_flush >= SHARD_SECONDS):
                         flush()
                     rate = (pos) / max(time.perf_counter() - t_comp0, 1e-9)
                     bar.update(task, advance=len(rows) + len(bad), rate=f"{rate:.0f} img/s")

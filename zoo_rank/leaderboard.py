@@ -499,7 +499,9 @@ class Leaderboard:
             return []
         # The identity as computed, not only as defined (a metric left undefined, NaN, is no exception).
         pairs = [(r.metrics.get("vci"), r.metrics.get("h_score")) for r in scored]
-        if not all(math.isclose(v, 1 - h / (k - 1), abs_tol=1e-6) for v, h in pairs if _finite(v) and _finite(h)):
+        if not all(
+            math.isclose(v, 1 - h / (k - 1), abs_tol=1e-6) for v, h in pairs if _finite(v) and _finite(h)
+        ):
             return []
         return [
             f"VCI = 1 − H-score/(K − 1) on this board: every model has at least K − 1 = {k - 1} feature "
@@ -690,7 +692,9 @@ def correlation_table(board: Leaderboard, corr: dict[str, Any]) -> list[str]:
     same = bool(board.equivalence_notes())
     for m in board.metrics:
         stats = corr["metrics"][m]
-        head = f"{metric_title(m)} {arrow(board.sign(m))}" + (" (= VCI, see the note)" if same and m == "h_score" else "")
+        head = f"{metric_title(m)} {arrow(board.sign(m))}" + (
+            " (= VCI, see the note)" if same and m == "h_score" else ""
+        )
         if "absent" in stats:
             lines.append(f"| {head} | absent: {stats['absent']} | | | | |")
             continue

@@ -52,8 +52,6 @@ def _kendall(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, tau, math.nan)
 
 
-
-
 def permutation_p_values(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """Exact one-sided p-values P(stat(permuted scores, targets) >= observed) of each TESTED statistic.
 
