@@ -298,7 +298,7 @@ def validate_cmd(
     tables: Optional[Path] = typer.Option(None, "--tables", help="Paper-tables JSON file (schema: zoo_rank/validate.py)."),
     n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Score on n training images per class."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample and of the bootstrap."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples over models (0: no intervals)."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="BCa bootstrap resamples over models, for 10+ models (0: no intervals); fewer models get exact permutation p-values."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where probe results are and validation results go."),
     skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Keep result files already written (resume)."),
