@@ -341,3 +341,19 @@ def test_shards_are_committed_by_time_well_inside_the_first_minute(images, cache
     with pytest.raises(RuntimeError, match="killed"):
         extract_features(backbone, images, precision="fp32", batch_size=4, num_workers=0, shard_size=1000, quiet=True)
     assert len(list((cache_dir / "features").glob("*.parts/*.parquet"))) == 3
+
+
+def test_ctrl_c_in_rank_says_what_is_kept(monkeypatch, capsys):
+    from typer.testing import CliRunner
+
+    from zoo_rank import rank as rank_mod
+    from zoo_rank.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rank_mod, "rank", interrupted)
+    result = CliRunner().invoke(app, ["rank", "m1"])
+    assert result.exit_code == 130  # typer's code for Ctrl-C
+    said = " ".join((result.output + capsys.readouterr().err).split())
+    assert "interrupted; the result file of every finished model is kept in the board's .runs/ folder" in said

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -67,7 +69,28 @@ def list_metrics() -> None:
 # ---- rank and leaderboard (issue 5) ----------------------------------------------------------
 
 
+def _say_on_interrupt(message: str) -> Callable:
+    """Print `message` when the command is interrupted (typer turns Ctrl-C into exit code 130 silently)."""
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except KeyboardInterrupt:
+                print(f"zoo-rank: interrupted; {message}", file=sys.stderr)
+                raise
+
+        return run
+
+    return decorate
+
+
 @app.command("rank")
+@_say_on_interrupt(
+    "the result file of every finished model is kept in the board's .runs/ folder and extracted features "
+    "in the cache (extraction said how many): the same command reuses them."
+)
 def rank_cmd(
     models: Optional[list[str]] = typer.Argument(
         None,
@@ -477,12 +500,6 @@ def main() -> None:
     except ZooRankError as err:
         print(f"zoo-rank: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        # Extraction has said what it saved; everything finished before is in the cache / result files.
-        print(
-            "zoo-rank: interrupted; finished work is kept, the same command resumes from it.", file=sys.stderr
-        )
-        sys.exit(130)
 
 
 if __name__ == "__main__":
