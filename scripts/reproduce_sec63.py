@@ -13,8 +13,8 @@ images), then for every model
   * linear-probe accuracy (zoo_rank.probe.linear_probe) on real downstream sets available offline:
     the CIFAR-10 images of ../shared/data (cifar10-local) and scikit-learn digits,
   * MLOG (zoo_rank.validate.mlog, eq. 6),
-and the Pearson correlation of each metric with MLOG within each family, with bootstrap intervals over
-models (zoo_rank.validate.rank_correlations). Writes leaderboards/paper-reproduction.{md,json,png}.
+and the Pearson correlation of each metric with MLOG within each family, with its exact permutation p-value
+(families under 10 models) or BCa bootstrap interval (zoo_rank.validate.rank_correlations). Writes leaderboards/paper-reproduction.{md,json,png}.
 
     .venv/bin/python scripts/reproduce_sec63.py --tiny      # a few minutes: the test's setting
     .venv/bin/python scripts/reproduce_sec63.py --medium    # the families at recipe scale, short probes
@@ -234,6 +234,7 @@ def correlate(
                 out[family][name] = {
                     "pearson": math.nan,
                     "ci": [math.nan, math.nan],
+                    "p": math.nan,
                     "source_sign": METRICS[name].source_sign,
                 }
                 continue
@@ -241,6 +242,7 @@ def correlate(
             out[family][name] = {
                 "pearson": corr.pearson,
                 "ci": [float(v) for v in corr.ci.get("pearson", (math.nan, math.nan))],
+                "p": corr.p_value.get("pearson", math.nan),
                 "spearman": corr.spearman,
                 "source_sign": METRICS[name].source_sign,
                 "n_models": corr.n_models,
@@ -255,15 +257,18 @@ def verdict(corr: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     def r(family: dict, name: str) -> float:
         return family.get(name, {}).get("pearson", math.nan)
 
-    def ci_low(family: dict, name: str) -> float:
-        return family.get(name, {}).get("ci", [math.nan])[0]
+    def established(family: dict, name: str) -> bool:
+        """Interval above 0 where there is one (10+ models), else a one-sided permutation p below 0.05."""
+        c = family.get(name, {})
+        low = c.get("ci", [math.nan])[0]
+        return bool(low > 0) if math.isfinite(low) else bool(c.get("p", math.nan) < 0.05)
 
     vci_tau, vci_lam = r(tau, "vci"), r(lam, "vci")
     flips = {b: bool(np.sign(r(tau, b)) * np.sign(r(lam, b)) < 0) for b in BASELINES}
     vci_positive = bool(vci_tau > 0 and vci_lam > 0)
     return {
         "vci_positive_in_both": vci_positive,
-        "vci_ci_excludes_zero_in_both": bool(ci_low(tau, "vci") > 0 and ci_low(lam, "vci") > 0),
+        "vci_significant_in_both": established(tau, "vci") and established(lam, "vci"),
         "baselines_flip": flips,
         "all_baselines_flip": all(flips.values()),
         "claim_held": vci_positive and all(flips.values()),
@@ -336,9 +341,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         "## Correlation with MLOG within each family",
         "",
-        f"Pearson r of each metric (raw value) with MLOG over the models of one family; [95% percentile-bootstrap "
-        f"interval over models, {scale['n_boot']} resamples]. With {len(scale['tau'])} and {len(scale['lam'])} "
-        "models the intervals are wide.",
+        f"Pearson r of each metric (raw value) with MLOG over the models of one family. With {len(scale['tau'])} "
+        f"and {len(scale['lam'])} models (under 10) a bootstrap interval would only repeat them: (p) is the exact "
+        "one-sided permutation p-value over every order of the models; a family of 10 or more gets a [95% BCa "
+        f"bootstrap interval, {scale['n_boot']} resamples] instead.",
         "",
     ]
     lines += _correlation_table(corr, metric_names)
@@ -424,7 +430,9 @@ def _corr_cell(c: dict[str, Any]) -> str:
     if not c or not math.isfinite(c.get("pearson", math.nan)):
         return "n/a"
     low, high = c["ci"]
-    return f"{c['pearson']:+.2f} [{_fmt(low, 2)}, {_fmt(high, 2)}]"
+    if math.isfinite(low):
+        return f"{c['pearson']:+.2f} [{_fmt(low, 2)}, {_fmt(high, 2)}]"
+    return f"{c['pearson']:+.2f} (p = {c.get('p', math.nan):.2g})"
 
 
 def statement(corr: dict[str, Any], ver: dict[str, Any]) -> str:
@@ -444,9 +452,9 @@ def statement(corr: dict[str, Any], ver: dict[str, Any]) -> str:
         f"Here VCI's correlation is r = {_corr_cell(tau.get('vci', {}))} in the tau family ({sign_word(tau)}) and "
         f"r = {_corr_cell(lam.get('vci', {}))} in the lambda family ({sign_word(lam)})"
         + (
-            "; both bootstrap intervals exclude 0."
-            if ver["vci_ci_excludes_zero_in_both"]
-            else "; with this few models the bootstrap intervals are wide."
+            "; both are significant (p < 0.05, or an interval above 0)."
+            if ver["vci_significant_in_both"]
+            else "; with this few models that is not significant in both families (p >= 0.05)."
         ),
         "Baselines (tau -> lambda): "
         + "; ".join(
@@ -458,8 +466,8 @@ def statement(corr: dict[str, Any], ver: dict[str, Any]) -> str:
     if ver["claim_held"]:
         answer = "**Answer: the claim held at this scale**" + (
             "."
-            if ver["vci_ci_excludes_zero_in_both"]
-            else ", in sign only: the intervals are too wide to call it established."
+            if ver["vci_significant_in_both"]
+            else ", in sign only: with this few models it is not significant in both families."
         )
     elif ver["vci_positive_in_both"]:
         answer = "**Answer: the claim held only in part**: VCI stayed positive in both families, but not every baseline flipped sign."

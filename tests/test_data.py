@@ -364,3 +364,29 @@ def test_cli_datasets_lists_every_known_name():
     assert result.exit_code == 0, result.output
     for name, spec in known_datasets().items():
         assert name in result.output and spec.location in result.output
+
+
+def test_a_one_class_image_folder_says_so(tmp_path):
+    _write_image_folder(tmp_path / "only", {"cat": 3})
+    with pytest.raises(ZooRankError, match=r"one class sub-folder only \('cat', 3 images\)"):
+        load_images(str(tmp_path / "only"))
+    _write_image_folder(tmp_path / "split" / "train", {"dog": 2})
+    with pytest.raises(ZooRankError, match=r"one class sub-folder only \('dog', 2 images\)"):
+        load_images(str(tmp_path / "split"))
+
+
+def test_classes_with_fewer_images_than_n_per_class_are_warned_about_with_the_numbers(tmp_path, capsys):
+    _write_image_folder(tmp_path / "pets", {"dog": 5, "cat": 2, "bird": 3})
+    images = load_images(str(tmp_path / "pets"))
+    manifest = balanced_subset(images, 4, seed=0)
+    assert manifest.short_classes == {0: 3, 1: 2}  # bird, cat
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "2 of 3 classes of " in said
+        and ":train have fewer than --n-per-class 4 images (bird 3, cat 2)" in said
+        and "the subset holds 9 images, not 12" in said
+    )
+    balanced_subset(images, 4, seed=0)  # the same subset again (the next model): said once is enough
+    assert "fewer than" not in capsys.readouterr().err
+    balanced_subset(images, 2, seed=0)  # every class has 2: nothing to say
+    assert "fewer than" not in capsys.readouterr().err

@@ -215,3 +215,145 @@ def test_pip_efficientnet_lite0_features_reproduce_the_packages_imagenet_predict
     assert agree >= 0.99, agree
     top1 = (logits_from_features.argmax(1) == fs.labels).mean()
     assert 0.84 <= top1 <= 0.95, top1  # about 0.88 on the whole sample; wrong preprocessing gives 0.75-0.84
+
+
+def _said(capsys) -> str:
+    """What went to stderr, with rich's line wrapping undone."""
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_zero_batch_size_and_negative_workers_are_one_line_errors(images, cache_dir, tmp_path):
+    with pytest.raises(ZooRankError, match=r"--batch-size 0: a batch needs at least 1 image"):
+        extract_features(tiny_backbone(), images, batch_size=0, quiet=True)
+    with pytest.raises(ZooRankError, match=r"--num-workers -1: expected 0 .* or a positive number"):
+        extract_features(tiny_backbone(), images, num_workers=-1, quiet=True)
+    for option in (["--batch-size", "0"], ["--num-workers", "-1"], ["--on-bad-image", "ignore"]):
+        out = subprocess.run(
+            [sys.executable, "-c", "from zoo_rank.cli import main; main()", "extract", "no-such-model",
+             "--data", "no-such-data", *option],
+            capture_output=True, text=True, env={**os.environ, "ZOO_RANK_CACHE": str(tmp_path)},
+        )  # fmt: skip
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr  # before the model is looked up
+        assert option[0] in out.stderr
+
+
+def _folder_with_a_corrupt_image(root: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(["ant", "bee", "cat"]):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = np.clip(rng.normal(60 + 60 * k, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    bad = root / "bee" / "2.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
+    return bad
+
+
+def test_a_corrupt_image_is_named_or_skipped_and_counted(tmp_path, cache_dir, capsys):
+    from zoo_rank.data import load_images
+
+    bad = _folder_with_a_corrupt_image(tmp_path / "insects")
+    folder = load_images(str(tmp_path / "insects"))
+    backbone = tiny_backbone()
+    with pytest.raises(ZooRankError) as info:
+        extract_features(backbone, folder, precision="fp32", batch_size=4, num_workers=0, quiet=True)
+    message = str(info.value)
+    assert str(bad) in message and f"{folder.name}:train" in message and "--on-bad-image skip" in message
+    assert "\n" not in message
+    assert not list((cache_dir / "features").glob("*.parquet"))
+
+    fs = extract_features(
+        backbone, folder, precision="fp32", batch_size=4, num_workers=1, quiet=True, on_bad_image="skip"
+    )
+    bad_row = int(np.flatnonzero([str(bad) in str(p) for p in _paths(folder)])[0])
+    assert fs.features.shape[0] == 11 and bad_row not in fs.rows.tolist()
+    assert [s["row"] for s in fs.meta["skipped_images"]] == [bad_row]
+    assert "1 of 12 images skipped" in _said(capsys)
+    np.testing.assert_allclose(fs.features, direct_features(backbone, folder, fs.rows), rtol=1e-5, atol=1e-6)
+    calls = backbone.calls
+    again = extract_features(
+        backbone, folder, precision="fp32", batch_size=4, num_workers=0, quiet=True, on_bad_image="skip"
+    )
+    assert backbone.calls == calls and again.key == fs.key  # the entry with its skipped image is reused
+    with pytest.raises(ZooRankError, match="does not decode"):  # ... but never silently without --on-bad-image skip
+        extract_features(backbone, folder, precision="fp32", num_workers=0, quiet=True)
+
+
+def _paths(image_set) -> list[str]:
+    raw = image_set.dataset.with_format("arrow")[:]["image"]
+    return [item["path"] for item in raw.to_pylist()]
+
+
+def test_the_board_says_how_many_images_were_skipped(tmp_path, cache_dir):
+    from _extract_helpers import tiny_specs
+
+    from zoo_rank.rank import rank
+
+    _folder_with_a_corrupt_image(tmp_path / "insects")
+    model, _ = tiny_specs(tmp_path)
+    board, paths = rank(
+        [model], data=str(tmp_path / "insects"), probe="none", metrics=["vci", "h_score"], precision="fp32",
+        out=tmp_path / "board", quiet=True, command="test", n_boot=0, on_bad_image="skip",
+    )  # fmt: skip
+    assert board.results[0].error is None and board.results[0].conditions["images"] == 11
+    md = paths["md"].read_text()
+    assert "1 image(s) skipped because they do not decode (--on-bad-image skip)" in md and "2.png" in md
+
+
+def test_ctrl_c_saves_what_was_done_says_so_and_the_rerun_says_it_resumed(images, cache_dir, capsys):
+    backbone = tiny_backbone()
+    plain = backbone.features
+
+    def interrupted(x):
+        if backbone.calls == 2:  # two batches done: the user presses Ctrl-C during the third
+            raise KeyboardInterrupt
+        return plain(x)
+
+    backbone.features = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(backbone, images, precision="fp32", batch_size=4, num_workers=0, shard_size=1000)
+    said = _said(capsys)
+    assert "interrupted: 8 of 24 images of" in said and "run the same command again to resume" in said
+    parts = list((cache_dir / "features").glob("*.parts/*.parquet"))
+    assert len(parts) == 1  # the two finished batches, though neither 1000 images nor SHARD_SECONDS passed
+
+    backbone.features = plain
+    fs = extract_features(backbone, images, precision="fp32", batch_size=4, num_workers=0)
+    assert "resumed 8 of 24 images from the shards of an earlier run" in _said(capsys)
+    assert fs.meta["timings"]["n_resumed"] == 8 and fs.meta["timings"]["n_computed"] == 16
+    np.testing.assert_allclose(fs.features, direct_features(backbone, images, fs.rows), rtol=1e-5, atol=1e-6)
+
+
+def test_shards_are_committed_by_time_well_inside_the_first_minute(images, cache_dir, monkeypatch):
+    assert extract.SHARD_SECONDS <= 10  # a run killed after 10 s keeps its work (it was 60 s)
+    monkeypatch.setattr(extract, "SHARD_SECONDS", 0.0)  # every batch is "late": time alone commits it
+    backbone = tiny_backbone()
+    plain = backbone.features
+
+    def dies(x):
+        if backbone.calls == 3:
+            raise RuntimeError("killed")  # not a Ctrl-C: nothing is flushed on the way out
+        return plain(x)
+
+    backbone.features = dies
+    with pytest.raises(RuntimeError, match="killed"):
+        extract_features(backbone, images, precision="fp32", batch_size=4, num_workers=0, shard_size=1000, quiet=True)
+    assert len(list((cache_dir / "features").glob("*.parts/*.parquet"))) == 3
+
+
+def test_ctrl_c_in_rank_says_what_is_kept(monkeypatch, capsys):
+    from typer.testing import CliRunner
+
+    from zoo_rank import rank as rank_mod
+    from zoo_rank.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rank_mod, "rank", interrupted)
+    result = CliRunner().invoke(app, ["rank", "m1"])
+    assert result.exit_code == 130  # typer's code for Ctrl-C
+    said = " ".join((result.output + capsys.readouterr().err).split())
+    assert "interrupted; the result file of every finished model is kept in the board's .runs/ folder" in said

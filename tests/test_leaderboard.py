@@ -333,3 +333,45 @@ def test_publish_never_overwrites_files_it_did_not_write(tmp_path):
     assert not (other / "x.md").exists() and (other / INDEX_NAME).read_text() == "# my own index\n"
     with pytest.raises(ZooRankError, match="not written by zoo-rank"):
         update_index(other)
+
+
+def test_a_small_board_reports_exact_p_values_not_a_degenerate_interval():
+    board = make_board(four_results(), name="t", n_boot=200)
+    md = render_markdown(board)
+    # VCI orders the four models exactly as the probe: rho = +1, whose exact one-sided p is 1/4! = 0.042.
+    assert "**Spearman ρ with probe top-1 (digits)** (all models, n = 4): VCI ↓ +1.00 (p = 0.042)" in md
+    assert "[+1.00, +1.00]" not in md and "95% CI" not in md and "bootstrap over models" not in md
+    assert "| score | Spearman ρ (one-sided exact p) |" in md and "smallest possible p here is 0.042" in md
+    assert board.to_dict()["correlations"]["metrics"]["vci"]["p_value"]["spearman"] == pytest.approx(1 / 24)
+
+
+def test_a_board_of_twelve_models_shows_bootstrap_intervals():
+    rng = np.random.default_rng(2)
+    results = [make_result(f"m{i}", float(v), float(0.9 - v / 2 + rng.normal(0, 0.05))) for i, v in
+               enumerate(rng.uniform(0.1, 0.9, 12))]  # fmt: skip
+    md = render_markdown(make_board(results, name="t"))
+    assert "| score | Spearman ρ [95% BCa CI] |" in md and "(p = " not in md
+    assert "95% BCa bootstrap over models (scipy.stats.bootstrap, 50 resamples)" in md
+
+
+def _vci_h_results(dim):
+    out = []
+    for label, vci, acc in (("m-a", 0.3, 0.8), ("m-b", 0.2, 0.85), ("m-c", 0.5, 0.6)):
+        r = make_result(label, vci, acc)
+        r.metrics["h_score"] = (1 - vci) * 9  # 10 classes: H-score = (1 - VCI)(K - 1) when p >= K - 1
+        r.feature_dim = dim
+        r.conditions["classes"] = 10
+        out.append(r)
+    return out
+
+
+def test_the_board_says_when_vci_and_h_score_are_one_piece_of_evidence():
+    board = make_board(_vci_h_results(1280), name="t", metrics=["vci", "h_score", "logme"])
+    md = render_markdown(board)
+    assert "VCI = 1 − H-score/(K − 1) on this board: every model has at least K − 1 = 9 feature dimensions" in md
+    assert "| H-score ↑ (= VCI, see the note) |" in md
+    narrow = make_board(_vci_h_results(5), name="t", metrics=["vci", "h_score"])  # p < K - 1: not the same
+    assert not any("H-score/(K − 1)" in n for n in narrow.notes())
+    other = _vci_h_results(1280)
+    other[0].metrics["h_score"] += 0.5  # an H-score that is not the VCI identity: say nothing
+    assert not make_board(other, name="t", metrics=["vci", "h_score"]).equivalence_notes()

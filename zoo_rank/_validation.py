@@ -87,7 +87,25 @@ def label_vector(labels: Any, n_samples: int) -> np.ndarray:
         raise ZooRankError(
             f"features have {n_samples} rows but labels have {len(y)}; pass exactly one label per feature row."
         )
+    check_missing_labels(y)
     return y
+
+
+def check_missing_labels(y: np.ndarray) -> None:
+    """Raise, naming the rows, when labels hold None or NaN: a missing label is not one more class."""
+    if np.issubdtype(y.dtype, np.floating):
+        missing = np.isnan(y)
+    elif y.dtype == object:
+        missing = np.fromiter((v is None or v != v for v in y), dtype=bool, count=len(y))
+    else:
+        return
+    rows = np.flatnonzero(missing)
+    if len(rows):
+        shown = ", ".join(map(str, rows[:10].tolist())) + (", ..." if len(rows) > 10 else "")
+        raise ZooRankError(
+            f"labels are null or NaN in {len(rows)} of {len(y)} rows (rows {shown}); "
+            "drop those rows or give them a class: a missing label is not a class."
+        )
 
 
 def encode_labels(labels: Any, n_samples: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -67,7 +69,28 @@ def list_metrics() -> None:
 # ---- rank and leaderboard (issue 5) ----------------------------------------------------------
 
 
+def _say_on_interrupt(message: str) -> Callable:
+    """Print `message` when the command is interrupted (typer turns Ctrl-C into exit code 130 silently)."""
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except KeyboardInterrupt:
+                print(f"zoo-rank: interrupted; {message}", file=sys.stderr)
+                raise
+
+        return run
+
+    return decorate
+
+
 @app.command("rank")
+@_say_on_interrupt(
+    "the result file of every finished model is kept in the board's .runs/ folder and extracted features "
+    "in the cache (extraction said how many): the same command reuses them."
+)
 def rank_cmd(
     models: Optional[list[str]] = typer.Argument(
         None,
@@ -134,6 +157,11 @@ def rank_cmd(
         help="Start the board over: drop the rows (and result files) of models not in this run.",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    on_bad_image: str = typer.Option(
+        "error",
+        "--on-bad-image",
+        help="error: stop at an image that does not decode; skip: leave it out (counted on the board).",
+    ),
 ) -> None:
     """Rank backbones: extract (cached) -> score -> probe check -> leaderboard. No arguments: the offline default."""
     from zoo_rank import rank as rank_mod
@@ -158,6 +186,7 @@ def rank_cmd(
         out=out,
         replace=replace,
         quiet=quiet,
+        on_bad_image=on_bad_image,
     )
     rank_mod.print_summary(board, paths)
 
@@ -299,7 +328,7 @@ def validate_cmd(
     tables: Optional[Path] = typer.Option(None, "--tables", help="Paper-tables JSON file (schema: zoo_rank/validate.py)."),
     n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Score on n training images per class (reads the probe run with the same --n-per-class and --seed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample and of the bootstrap."),
-    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples over models (0: no intervals)."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="BCa bootstrap resamples over models, for 10+ models (0: no intervals); fewer models get exact permutation p-values."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, ..."),
     results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where probe results are and validation results go."),
     skip_existing: bool = typer.Option(True, "--skip-existing/--no-skip-existing", help="Skip cells already computed with exactly these settings (resume); other settings are computed anew."),
@@ -320,7 +349,7 @@ def validate_cmd(
         models, names, metrics=_split(metric), probe=probe, results_dir=results_dir, skip_existing=skip_existing,
         n_per_class=n_per_class, seed=seed, device=device, n_boot=n_boot, quiet=quiet,
     )  # fmt: skip
-    shown = [c for c in ("dataset", "metric", "n_models", "sign", "spearman", "kendall", "weighted_tau", "regret", "note") if c in table.columns]
+    shown = [c for c in ("dataset", "metric", "n_models", "sign", "spearman", "spearman_p", "kendall", "weighted_tau", "regret", "note") if c in table.columns]
     results.print_table(table.select(shown), f"metric vs {probe} probe accuracy ({results_dir}/validation.md: all statistics, CIs)")
 # fmt: on
 
@@ -406,6 +435,11 @@ def extract_cmd(
         None, "--num-workers", help="DataLoader decode workers (default: from the CPU count)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    on_bad_image: str = typer.Option(
+        "error",
+        "--on-bad-image",
+        help="error: stop at an image that does not decode; skip: leave it out and count it.",
+    ),
 ) -> None:
     """Extract penultimate features into the cache (resumable; run under torchrun to shard across GPUs)."""
     import os
@@ -417,7 +451,7 @@ def extract_cmd(
         fs = extract_features(
             spec, data, split=split, n_per_class=n_per_class, seed=seed, manifest=manifest, precision=precision,
             device=device, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
-            skip_existing=skip_existing, quiet=quiet,
+            skip_existing=skip_existing, quiet=quiet, on_bad_image=on_bad_image,
         )  # fmt: skip
         n, p = fs.features.shape
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns the entry; one line

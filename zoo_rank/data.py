@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo_rank._console import warn
 from zoo_rank._paths import cache_root, file_sha256, write_text_atomic
 from zoo_rank._validation import ZooRankError
 
@@ -282,10 +283,7 @@ def _load_local(spec: DatasetSpec, split: str) -> ImageSet:
             lambda: datasets.load_dataset("imagefolder", data_files={"data": files}, split="data"),
         )
         if "label" not in ds.column_names:
-            raise ZooRankError(
-                f"{path} has images but no class sub-folders; put each class's images in its own sub-folder "
-                "(folder/cat/1.jpg, folder/dog/2.jpg)"
-            )
+            raise ZooRankError(_no_labels_message(path, [Path(f) for f in files], split))
         image_col, label_col = "image", "label"
     provenance = {
         "kind": "local",
@@ -296,6 +294,22 @@ def _load_local(spec: DatasetSpec, split: str) -> ImageSet:
         "files": _files_digest([Path(f) for f in files], root),
     }
     return _image_set(ds, image_col, label_col, classes, spec=spec, split=split, provenance=provenance)
+
+
+def _no_labels_message(path: Path, files: list[Path], split: str) -> str:
+    """Why datasets found no labels in an image folder: one class sub-folder only, or none at all."""
+    folders = {f.parent for f in files}
+    if len(folders) == 1:
+        (folder,) = folders
+        if folder != path and folder.name != split:  # folder/cat/*.jpg (or folder/train/cat/*.jpg)
+            return (
+                f"{path} has one class sub-folder only ('{folder.name}', {len(files)} images); collapse metrics and "
+                "probes compare classes, so add a sub-folder per class (folder/cat/1.jpg, folder/dog/2.jpg)"
+            )
+    return (
+        f"{path} has images but no class sub-folders; put each class's images in its own sub-folder "
+        "(folder/cat/1.jpg, folder/dog/2.jpg)"
+    )
 
 
 def _load_hub(spec: DatasetSpec, split: str) -> ImageSet:
@@ -733,9 +747,33 @@ def check_subset_args(n_per_class: int | None, seed: int) -> None:
 
 
 def balanced_subset(images: ImageSet, n_per_class: int, seed: int = 0) -> Manifest:
-    """A class-balanced subset of an ImageSet (the paper: 50 ImageNet images per class), as a Manifest."""
+    """A class-balanced subset of an ImageSet (the paper: 50 ImageNet images per class), as a Manifest.
+
+    Classes with fewer than n_per_class images give all they have, with a warning (once per process and
+    subset) that names them and their counts.
+    """
     indices, short = balanced_indices(images.labels, n_per_class, seed)
-    return Manifest(indices, n_per_class, seed, images.fingerprint, images.name, images.split, short)
+    manifest = Manifest(indices, n_per_class, seed, images.fingerprint, images.name, images.split, short)
+    if short and manifest.digest() not in _WARNED_SHORT:
+        _WARNED_SHORT.add(manifest.digest())
+        warn(short_classes_message(images, manifest))
+    return manifest
+
+
+_WARNED_SHORT: set[str] = set()
+
+
+def short_classes_message(images: ImageSet, manifest: Manifest) -> str:
+    """'3 of 10 classes of NAME:SPLIT have fewer than --n-per-class N images (cat 12, ...)': the numbers."""
+    short = manifest.short_classes
+    shown = ", ".join(f"{images.classes[k]} {n}" for k, n in sorted(short.items())[:8])
+    more = ", ..." if len(short) > 8 else ""
+    n_classes = len(np.unique(images.labels))
+    return (
+        f"{len(short)} of {n_classes} classes of {images.name}:{images.split} have fewer than --n-per-class "
+        f"{manifest.n_per_class} images ({shown}{more}); they contribute all they have, so the subset holds "
+        f"{len(manifest.indices)} images, not {n_classes * manifest.n_per_class}, and is not balanced"
+    )
 
 
 def _digest(record: dict) -> str:

@@ -12,7 +12,10 @@ cache does not hold yet:
 - under torchrun (WORLD_SIZE > 1) each rank extracts one contiguous block of the manifest (gloo on CPU,
   nccl on CUDA), rank 0 gathers the blocks and commits ONE cache entry, every rank returns it;
 - results go to per-block shards as they come (every `shard_size` images or SHARD_SECONDS), so a killed
-  run resumes where it stopped; the committed entry is written atomically (zoo_rank.cache).
+  run resumes where it stopped (Ctrl-C saves the batches done so far, and a rerun says it resumed); the
+  committed entry is written atomically (zoo_rank.cache);
+- an image that does not decode stops the run naming the file and the data set, or with
+  ``on_bad_image="skip"`` is left out and listed in the entry's ``meta["skipped_images"]``.
 
 Several GPUs or nodes (the cache folder on a shared file system, or not: rank 0 then sends the entry)::
 
@@ -27,7 +30,7 @@ import os
 import platform
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,7 +44,8 @@ from zoo_rank.cache import Entry, FeatureSet, Request, cache_root, resolve_reque
 
 DEFAULT_BATCH_SIZE = {"cuda": 256, "mps": 64, "cpu": 32}
 # A killed run loses at most this much work (or `shard_size` images, whichever comes first).
-SHARD_SECONDS = 60.0
+# 10 s: a shard costs milliseconds, and a run killed in its first minute still keeps most of its work.
+SHARD_SECONDS = 10.0
 
 
 # ---- workers ------------------------------------------------------------------------------------
@@ -63,38 +67,110 @@ def default_num_workers(device: torch.device) -> int:
     return min(8, cpus - 1) if device.type == "cpu" else min(32, cpus)
 
 
+ON_BAD_IMAGE = ("error", "skip")
+
+
+def check_loader_args(batch_size: int | None, num_workers: int | None, on_bad_image: str = "error") -> None:
+    """One-line errors for a batch size below 1, a negative worker count (None means the default) or an
+    unknown --on-bad-image choice."""
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ZooRankError(
+            f"--on-bad-image {on_bad_image!r} is not known; use 'error' (stop at the first unreadable image) "
+            "or 'skip' (leave such images out and count them)."
+        )
+    if batch_size is not None and int(batch_size) < 1:
+        raise ZooRankError(
+            f"--batch-size {batch_size}: a batch needs at least 1 image; pass a positive number (e.g. 32) "
+            "or leave it unset (256 on CUDA, 32 on CPU, halved on out-of-memory)."
+        )
+    if num_workers is not None and int(num_workers) < 0:
+        raise ZooRankError(
+            f"--num-workers {num_workers}: expected 0 (decode in the main process) or a positive number of "
+            "decoding processes; leave it unset for one per free CPU core."
+        )
+
+
 # ---- data loading ---------------------------------------------------------------------------------
 
 
-class _ImageRows(torch.utils.data.Dataset):
-    """Rows of a `datasets.Dataset` as (image tensor (3,H,W), label, row); decodes a whole batch per call."""
+_Item = tuple[torch.Tensor | None, int, int, str | None]
 
-    def __init__(self, dataset: Any, rows: np.ndarray, transform: Any):
+
+class _ImageRows(torch.utils.data.Dataset):
+    """Rows of a `datasets.Dataset` as (image tensor (3,H,W), label, row, None); decodes a whole batch per
+    call. An image that does not decode or transform comes back as (None, label, row, what went wrong):
+    the worker never raises for it, so the main process can name the file or skip it."""
+
+    def __init__(self, dataset: Any, rows: np.ndarray, transform: Any, name: str = "the data"):
         self.dataset = dataset
         self.rows = rows
         self.transform = transform
+        self.name = name
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _items(self, rows: list[int]) -> list[tuple[torch.Tensor, int, int]]:
-        batch = self.dataset[rows]  # one arrow take + decode for the batch, not one lookup per image
-        # zoo_rank.data decodes to RGB and the backbone's transform converts any other mode itself.
-        return [
-            (self.transform(img), int(label), row)
-            for img, label, row in zip(batch["image"], batch["label"], rows, strict=True)
-        ]
+    def _items(self, rows: list[int]) -> list[_Item]:
+        try:
+            batch = self.dataset[rows]  # one arrow take + decode for the batch, not one lookup per image
+            # zoo_rank.data decodes to RGB and the backbone's transform converts any other mode itself.
+            return [
+                (self.transform(img), int(label), row, None)
+                for img, label, row in zip(batch["image"], batch["label"], rows, strict=True)
+            ]
+        except Exception:  # some image of the batch is broken: find which, one at a time
+            return [self._one(row) for row in rows]
 
-    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int, int]]:
+    def _one(self, row: int) -> _Item:
+        try:
+            item = self.dataset[row]
+            return self.transform(item["image"]), int(item["label"]), row, None
+        except Exception as err:  # PIL, datasets and the transform raise many types for a bad file
+            raw = self.dataset.with_format("arrow")[row : row + 1]  # no decoding: the stored path
+            image = raw["image"][0].as_py() if "image" in raw.column_names else None
+            path = image.get("path") if isinstance(image, dict) else None
+            where = f"{path} (row {row})" if path else f"row {row}"
+            detail = (str(err).strip().splitlines() or [""])[0][:200]
+            label = int(raw["label"][0].as_py()) if "label" in raw.column_names else -1
+            return (
+                None,
+                label,
+                row,
+                f"image {where} of {self.name} does not decode ({type(err).__name__}: {detail})",
+            )
+
+    def __getitems__(self, idx: list[int]) -> list[_Item]:
         return self._items([int(self.rows[i]) for i in idx])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, i: int) -> _Item:
         return self._items([int(self.rows[i])])[0]
 
 
-def _collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    images, labels, rows = zip(*items, strict=True)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.int64), torch.tensor(rows, dtype=torch.int64)
+def _collate(
+    items: list[_Item],
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+    """(images (B,3,H,W) or None when all are bad, labels (B,), rows (B,), [(row, problem)] of bad images)."""
+    good = [it for it in items if it[3] is None]
+    bad = [(it[2], str(it[3])) for it in items if it[3] is not None]
+    images = torch.stack([it[0] for it in good]) if good else None
+    labels = torch.tensor([it[1] for it in good], dtype=torch.int64)
+    return images, labels, torch.tensor([it[2] for it in good], dtype=torch.int64), bad
+
+
+def skipped_note(skipped: list[dict]) -> str:
+    """A board note for the images left out by on_bad_image="skip" (meta["skipped_images"])."""
+    return (
+        f"{len(skipped)} image(s) skipped because they do not decode (--on-bad-image skip); "
+        f"first: {skipped[0]['problem']}"
+    )
+
+
+def bad_image_error(problem: str) -> ZooRankError:
+    """The one-line error for an image that does not decode: which file, which data set, both ways out."""
+    return ZooRankError(
+        f"{problem}; replace or delete the file, or pass --on-bad-image skip to leave unreadable images out "
+        "(the board says how many)."
+    )
 
 
 # ---- the model side -------------------------------------------------------------------------------
@@ -252,6 +328,7 @@ class _Block:
     labels: np.ndarray
     features: np.ndarray
     timings: dict
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (row, problem) of unreadable images
 
 
 def _resume(
@@ -281,8 +358,12 @@ def _extract_block(
     num_workers: int,
     shard_size: int,
     quiet: bool,
+    on_bad_image: str = "error",
 ) -> _Block:
-    """Features of manifest positions [first, end): resumed from shards, the rest computed and sharded."""
+    """Features of manifest positions [first, end): resumed from shards, the rest computed and sharded.
+
+    Ctrl-C saves the batches already computed as a shard, says so and how to resume, then re-raises.
+    """
     block_rows = request.rows[first:end]
     t_start = time.perf_counter()
     pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -291,9 +372,22 @@ def _extract_block(
         pieces.append(resumed)
     missing = first + np.flatnonzero(~np.isin(block_rows, resumed[0] if resumed else []))
     n_done = end - first - len(missing)
+    if n_done and not quiet:
+        err_console().print(
+            f"{request.backbone.name}: resumed {n_done} of {end - first} images from the shards of an earlier "
+            f"run ({entry.parts}); extracting the other {len(missing)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     data_wait = model_s = 0.0
+    skipped: list[tuple[int, str]] = []
     if len(missing):
-        dataset = _ImageRows(request.images.dataset, request.rows[missing], request.backbone.transform)
+        dataset = _ImageRows(
+            request.images.dataset,
+            request.rows[missing],
+            request.backbone.transform,
+            f"{request.images.name}:{request.images.split}",
+        )
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=batch_size,
@@ -322,28 +416,45 @@ def _extract_block(
             )
             t_comp0 = time.perf_counter()
             t0 = time.perf_counter()
-            for images, labels, rows in loader:
-                t1 = time.perf_counter()
-                data_wait += t1 - t0
-                feats = forward(images)
-                t0 = time.perf_counter()
-                model_s += t0 - t1
-                if not buffer:
-                    buf_first = int(missing[pos])
-                buffer.append((rows.numpy(), labels.numpy(), feats.numpy()))
-                buf_n += len(rows)
-                pos += len(rows)
-                if buf_n >= shard_size or time.perf_counter() - last_flush >= SHARD_SECONDS:
+            try:
+                for images, labels, rows, bad in loader:
+                    if bad and on_bad_image != "skip":
+                        raise bad_image_error(bad[0][1])
+                    skipped += bad
+                    t1 = time.perf_counter()
+                    data_wait += t1 - t0
+                    feats = forward(images) if images is not None else None
+                    t0 = time.perf_counter()
+                    model_s += t0 - t1
+                    if not buffer:
+                        buf_first = int(missing[pos])
+                    pos += len(rows) + len(bad)
+                    if feats is not None:
+                        buffer.append((rows.numpy(), labels.numpy(), feats.numpy()))
+                        buf_n += len(rows)
+                    if buffer and (buf_n >= shard_size or time.perf_counter() - last_flush >= SHARD_SECONDS):
+                        flush()
+                    rate = (pos) / max(time.perf_counter() - t_comp0, 1e-9)
+                    bar.update(task, advance=len(rows) + len(bad), rate=f"{rate:.0f} img/s")
+            except KeyboardInterrupt:
+                if buffer:
                     flush()
-                rate = (pos) / max(time.perf_counter() - t_comp0, 1e-9)
-                bar.update(task, advance=len(rows), rate=f"{rate:.0f} img/s")
+                saved = n_done + sum(len(p[0]) for p in pieces[1 if resumed is not None else 0 :])
+                err_console().print(
+                    f"interrupted: {saved} of {end - first} images of {request.backbone.name} on "
+                    f"{request.images.name}:{request.images.split} are saved in the cache ({entry.parts}); "
+                    "run the same command again to resume from there.",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise
             if buffer:
                 flush()
     if pieces:
         rows, labels, feats = (np.concatenate(c) for c in zip(*pieces, strict=True))
         order = np.argsort(rows, kind="stable")
         rows, labels, feats = rows[order], labels[order], feats[order]
-    else:  # an empty block (more ranks than images)
+    else:  # an empty block (more ranks than images, or every image unreadable)
         rows, labels, feats = np.empty(0, np.int64), np.empty(0, np.int64), None
     wall = time.perf_counter() - t_start
     timings = {
@@ -355,7 +466,7 @@ def _extract_block(
         "images_per_s": len(missing) / wall if len(missing) else None,
         "batch_size": forward.micro,
     }
-    return _Block(rows=rows, labels=labels, features=feats, timings=timings)
+    return _Block(rows=rows, labels=labels, features=feats, timings=timings, skipped=skipped)
 
 
 def _versions() -> dict[str, str]:
@@ -411,15 +522,29 @@ def _entry_meta(
 
 
 def _commit(entry: Entry, request: Request, blocks: list[_Block], meta: dict) -> FeatureSet:
-    """Merge the ranks' blocks into one entry; every manifest row exactly once, or an error."""
+    """Merge the ranks' blocks into one entry; every manifest row exactly once (less the unreadable images
+    skipped, listed in meta["skipped_images"]), or an error."""
+    skipped = sorted(s for b in blocks for s in b.skipped)
     parts = [b for b in blocks if b.features is not None]
+    if not parts:
+        raise ZooRankError(
+            f"none of the {len(request.rows)} images of {request.images.name}:{request.images.split} decodes "
+            f"(first: {skipped[0][1] if skipped else '?'}); check the files."
+        )
     rows = np.concatenate([b.rows for b in parts])
     labels = np.concatenate([b.labels for b in parts])
     feats = np.concatenate([b.features for b in parts])
     rows, first_seen = np.unique(rows, return_index=True)
     labels, feats = labels[first_seen], feats[first_seen]
-    if not np.array_equal(rows, request.rows):
-        missing = np.setdiff1d(request.rows, rows)
+    expected = np.setdiff1d(request.rows, [r for r, _ in skipped]) if skipped else request.rows
+    if skipped:
+        meta["skipped_images"] = [{"row": int(r), "problem": p} for r, p in skipped]
+        warn(
+            f"{len(skipped)} of {len(request.rows)} images skipped because they do not decode "
+            f"(--on-bad-image skip), e.g. {skipped[0][1]}"
+        )
+    if not np.array_equal(rows, expected):
+        missing = np.setdiff1d(expected, rows)
         raise ZooRankError(
             f"merged extraction has {len(rows)} rows, the manifest {len(request.rows)} ({len(missing)} missing, "
             f"first {missing[:5].tolist()}); rerun the same command to fill them in."
@@ -495,6 +620,7 @@ def extract_features(
     quiet: bool = False,
     manifest: Any = None,
     shard_size: int | None = None,
+    on_bad_image: str = "error",
 ) -> FeatureSet:
     """Penultimate features of `model` on `data`, from the cache when present, else extracted and cached.
 
@@ -505,10 +631,13 @@ def extract_features(
     precision: "auto" (bf16 + channels_last where native, else fp32), "bf16" or "fp32".
     skip_existing=False recomputes (drops the entry and its shards first).
     shard_size: images per resume shard (default: about 64 MB of features, 1024..16384 images).
+    on_bad_image: "error" (default) stops at an image that does not decode, naming the file and the data
+    set; "skip" leaves such images out and lists them in meta["skipped_images"].
 
     Returns FeatureSet: features (N, p) float32, labels (N,) int64, rows (N,) dataset rows, meta.
     Under torchrun every rank extracts its block and returns the merged entry.
     """
+    check_loader_args(batch_size, num_workers, on_bad_image)  # before minutes of model and data loading
     request = resolve_request(model, data, split=split, n_per_class=n_per_class, seed=seed, manifest=manifest)
     if len(request.rows) == 0:
         raise ZooRankError(
@@ -519,9 +648,7 @@ def extract_features(
     key = request.key(prec)
     entry = Entry(cache_root(cache_dir), key.digest())
     backbone = request.backbone
-    bs = int(batch_size or DEFAULT_BATCH_SIZE.get(dev.type, 32))
-    if bs < 1:
-        raise ZooRankError(f"batch_size={bs}; pass a positive batch size or leave it unset.")
+    bs = DEFAULT_BATCH_SIZE.get(dev.type, 32) if batch_size is None else int(batch_size)
     workers = default_num_workers(dev) if num_workers is None else int(num_workers)
     if shard_size is None:
         shard_size = int(min(16384, max(1024, 2**26 // (4 * max(1, int(backbone.num_features))))))
@@ -535,6 +662,8 @@ def extract_features(
             if not skip_existing:
                 entry.clear()
             fs = entry.read_valid(request.rows)
+            if fs is not None and fs.meta.get("skipped_images") and on_bad_image != "skip":
+                raise bad_image_error(fs.meta["skipped_images"][0]["problem"])
         done = _broadcast(fs is not None, world)
         if not done:
             first, end = rank_block(len(request.rows), rank, world)
@@ -550,6 +679,7 @@ def extract_features(
                     num_workers=workers,
                     shard_size=max(1, int(shard_size)),
                     quiet=quiet_here,
+                    on_bad_image=on_bad_image,
                 )
             blocks = _gather(block, rank, world)
             if rank == 0:

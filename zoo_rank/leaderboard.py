@@ -33,6 +33,7 @@ from typing import Any
 from zoo_rank import __version__, regime
 from zoo_rank._paths import write_bytes_atomic, write_text_atomic
 from zoo_rank._validation import ZooRankError
+from zoo_rank.significance import PERMUTATION_BELOW
 
 RESULT_SCHEMA = "zoo_rank.result/1"
 BOARD_SCHEMA = "zoo_rank.leaderboard/1"
@@ -491,7 +492,32 @@ class Leaderboard:
                 holders.setdefault(str(n), []).append(r.label)
         n_runs = len(self.results)
         notes = [n if len(who) == n_runs else f"{n} ({', '.join(who)})" for n, who in holders.items()]
-        return notes + regime.comparison_notes(self.ranked(), self.metrics)
+        return notes + regime.comparison_notes(self.ranked(), self.metrics) + self.equivalence_notes()
+
+    def equivalence_notes(self) -> list[str]:
+        """Columns that are one piece of evidence, not two: with min(p, K-1) = K-1 for every model,
+        VCI = 1 - H-score / (K-1) (both are Tr[pinv(Sigma_T) Sigma_B], eq. 3 of the paper), so the two
+        order the models identically (in opposite directions)."""
+        if not {"vci", "h_score"} <= set(self.metrics):
+            return []
+        scored = [r for r in self.results if r.error is None]
+        classes = {r.conditions.get("classes") for r in scored}
+        if not scored or len(classes) != 1 or not isinstance(next(iter(classes)), int):
+            return []
+        k = next(iter(classes))
+        if not all(isinstance(r.feature_dim, int) and r.feature_dim >= k - 1 for r in scored):
+            return []
+        # The identity as computed, not only as defined (a metric left undefined, NaN, is no exception).
+        pairs = [(r.metrics.get("vci"), r.metrics.get("h_score")) for r in scored]
+        if not all(
+            math.isclose(v, 1 - h / (k - 1), abs_tol=1e-6) for v, h in pairs if _finite(v) and _finite(h)
+        ):
+            return []
+        return [
+            f"VCI = 1 − H-score/(K − 1) on this board: every model has at least K − 1 = {k - 1} feature "
+            f"dimensions, so rank(Σ_B) = K − 1 for all and VCI and H-score order the models identically; they "
+            "are one piece of evidence, not two."
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(
@@ -648,24 +674,40 @@ def correlation_line(board: Leaderboard, corr: dict[str, Any] | None = None) -> 
     for m in board.metrics:
         stats = corr["metrics"][m]
         v = stats.get("spearman")
+        p = (stats.get("p_value") or {}).get("spearman")
         parts.append(
             f"{metric_title(m)} {arrow(board.sign(m))} "
             + ("absent" if "absent" in stats else f"{v:+.2f}" if _finite(v) else "undefined (ties)")
+            + (f" (p = {_fmt_p(p)})" if _finite(p) else "")
         )
     return f"**Spearman ρ with {board.target_title()}** ({who}, n = {corr['n_models']}): " + " · ".join(parts)
 
 
+def _fmt_p(p: float) -> str:
+    """A p-value to two significant digits (0.042, 0.0014): small boards have few possible values."""
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
 def correlation_table(board: Leaderboard, corr: dict[str, Any]) -> list[str]:
-    """Markdown table: per metric, every statistic of validate.rank_correlations (or why it is absent)."""
+    """Markdown table: per metric, every statistic of validate.rank_correlations (or why it is absent).
+
+    Small boards (exact permutation p-values) show "ρ (p = ...)" for the tested statistics; larger ones
+    the 95% bootstrap interval beside Spearman's ρ.
+    """
     if "absent" in corr:
         return []
+    tested = corr["n_models"] < PERMUTATION_BELOW
+    rho_head = "Spearman ρ (one-sided exact p)" if tested else "Spearman ρ [95% BCa CI]"
     lines = [
-        "| score | Spearman ρ [95% CI] | Kendall τ | weighted τ | Pearson r | top-1 regret |",
+        f"| score | {rho_head} | Kendall τ{' (p)' if tested else ''} | weighted τ | Pearson r{' (p)' if tested else ''} | top-1 regret |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    same = bool(board.equivalence_notes())
     for m in board.metrics:
         stats = corr["metrics"][m]
-        head = f"{metric_title(m)} {arrow(board.sign(m))}"
+        head = f"{metric_title(m)} {arrow(board.sign(m))}" + (
+            " (= VCI, see the note)" if same and m == "h_score" else ""
+        )
         if "absent" in stats:
             lines.append(f"| {head} | absent: {stats['absent']} | | | | |")
             continue
@@ -676,12 +718,35 @@ def correlation_table(board: Leaderboard, corr: dict[str, Any]) -> list[str]:
                 cells.append(f"{v:.3f}" if _finite(v) else "—")
                 continue
             text = f"{v:+.2f}" if _finite(v) else "undefined (ties)"
-            ci = stats.get("ci", {}).get(k)
+            ci = (stats.get("ci") or {}).get(k)
+            p = (stats.get("p_value") or {}).get(k)
             if k == "spearman" and ci and all(map(_finite, ci)):
                 text += f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+            if _finite(p):
+                text += f" (p = {_fmt_p(p)})"
             cells.append(text)
         lines.append(f"| {head} | " + " | ".join(cells) + " |")
     return lines
+
+
+def statistics_text(board: Leaderboard, n_models: int) -> str:
+    """The paragraph under the correlation tables: what the numbers are and how sure they can be."""
+    head = (
+        "Rank correlation of each score with the check, by validate.rank_correlations on the oriented score "
+        "(sign × value, so +1 means the arrow orders the models exactly as the check does); top-1 regret is the "
+        "check of the best model minus that of the model the score ranks first. "
+    )
+    if n_models < PERMUTATION_BELOW:
+        smallest = 1 / math.factorial(n_models)
+        return head + (
+            f"With {n_models} models there are no intervals (a bootstrap over so few models only repeats them); p is "
+            f"the exact one-sided permutation p-value (scipy.stats.permutation_test over all {math.factorial(n_models)} "
+            f"orders): how often a random order of the models agrees with the check at least as well. The smallest "
+            f"possible p here is {_fmt_p(smallest)}, even for a perfect order."
+        )
+    return head + (
+        f"The interval is a 95% BCa bootstrap over models (scipy.stats.bootstrap, {board.n_boot} resamples)."
+    )
 
 
 def render_markdown(board: Leaderboard) -> str:
@@ -804,13 +869,7 @@ def render_markdown(board: Leaderboard) -> str:
         views.append(board.correlations(include_controls=False))
     lines += [""] + [correlation_line(board, c) + "  " for c in views]
     if "absent" not in views[0]:
-        lines += [
-            "",
-            "Rank correlation of each score with the check, by validate.rank_correlations on the oriented score "
-            "(sign × value, so +1 means the arrow orders the models exactly as the check does); the interval is a "
-            f"percentile bootstrap over models ({board.n_boot} resamples), so with a handful of models it is wide; top-1 regret is the check "
-            "of the best model minus that of the model the score ranks first.",
-        ]
+        lines += ["", statistics_text(board, views[0]["n_models"])]
         for c in views:
             title = "All models" if c["include_controls"] else "Controls left out"
             lines += ["", f"{title} (n = {c['n_models']}):", "", *correlation_table(board, c)]

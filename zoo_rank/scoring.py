@@ -31,7 +31,11 @@ LABEL_COLUMNS = ("label", "labels", "y", "target", "class")
 def read_feature_table(
     path: str | Path, *, label_column: str | None = None, feature_column: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features (N, p) float32 and labels (N,) from a parquet file or a directory of parquet shards."""
+    """Features (N, p) and labels (N,) from a parquet file or a directory of parquet shards.
+
+    Features stay float32 only when the file stores float32 (or float16); float64 and integer columns
+    come back float64, so a large common offset does not eat the within-class differences.
+    """
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.parquet"))
@@ -85,16 +89,24 @@ def read_feature_table(
                     f"feature vectors in {feature_column!r} have different lengths {sorted(x for x in lengths if x is not None)[:5]}; "
                     "every row needs the same number of features."
                 )
-            series = series.cast(pl.Array(pl.Float32, lengths[0]))
-        features = series.to_numpy().astype(np.float32, copy=False)
+            series = series.cast(pl.Array(_float_type([series.dtype.inner]), lengths[0]))
+        else:
+            series = series.cast(pl.Array(_float_type([series.dtype.inner]), series.dtype.size))
+        features = series.to_numpy()
     else:
         numeric = [c for c in columns if c != label_column and frame.schema[c].is_numeric()]
         if not numeric:
             raise ZooRankError(
                 f"no feature column in {path}: expected a list/array column or numeric columns besides {label_column!r}."
             )
-        features = frame.select(numeric).to_numpy().astype(np.float32, copy=False)
+        dtype = _float_type([frame.schema[c] for c in numeric])
+        features = frame.select(pl.col(numeric).cast(dtype)).to_numpy()
     return np.ascontiguousarray(features), labels
+
+
+def _float_type(dtypes: list[pl.DataType]) -> pl.DataType:
+    """Float32 when every stored column is float32 or narrower, else Float64 (never lose precision)."""
+    return pl.Float32 if all(d in (pl.Float32, pl.Float16) for d in dtypes) else pl.Float64
 
 
 def score_parquet(

@@ -4,7 +4,8 @@
   of the log-odds of downstream accuracy minus the log-odds of pretraining accuracy.
 - `rank_correlations`: Pearson, Spearman, Kendall and weighted Kendall tau (exactly
   `scipy.stats.weightedtau` with its defaults, the call LogME, SFDA and most of the transferability
-  literature report), top-1 selection regret, and percentile-bootstrap intervals over models.
+  literature report), top-1 selection regret, and how sure they are: exact permutation p-values below
+  10 models, BCa bootstrap intervals over models from 10 on (zoo_rank.significance).
 - `paper_report`: recompute MLOG and the metric-vs-MLOG correlations from the paper's Tables 1-2 given
   as a JSON file (schema below). The published numbers are NOT bundled with this package.
 
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from zoo_rank._validation import ZooRankError
+from zoo_rank.significance import PERMUTATION_BELOW, bootstrap_intervals, permutation_p_values
 
 STATISTICS = ("pearson", "spearman", "kendall", "weighted_tau")
 PAPER_TABLES_FILE = Path(__file__).with_name("paper_tables.json")
@@ -110,9 +112,11 @@ def mlog(downstream_acc: Any, pretrain_acc: Any, *, clip: float | None = None) -
 class Correlations:
     """Agreement between oriented scores (sign * scores) and targets over n_models models.
 
-    `ci[stat]` is the (low, high) percentile-bootstrap interval at level `ci_level`, resampling models
-    with replacement; resamples where a statistic is undefined (all scores tied) are dropped and
-    `n_boot_valid[stat]` says how many were used. `regret` is in the units of the targets.
+    Below `PERMUTATION_BELOW` models, `p_value[stat]` is the exact one-sided permutation p-value of
+    pearson, spearman and kendall, and there are no intervals (a bootstrap over a handful of models
+    only repeats them). From `PERMUTATION_BELOW` models on, `ci[stat]` is the BCa bootstrap interval at
+    level `ci_level` (scipy.stats.bootstrap, resampling models; NaN where a resample is undefined).
+    `uncertainty` says which of the two the numbers carry. `regret` is in the units of the targets.
     """
 
     pearson: float
@@ -124,7 +128,8 @@ class Correlations:
     sign: int
     ci_level: float
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
-    n_boot_valid: dict[str, int] = field(default_factory=dict)
+    p_value: dict[str, float] = field(default_factory=dict)
+    uncertainty: str = ""  # "exact permutation p-values (one-sided)" | "BCa bootstrap intervals" | ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -175,37 +180,6 @@ def _statistics(s: np.ndarray, t: np.ndarray) -> dict[str, float]:
     }
 
 
-def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r of each row pair of a, b (B, M); NaN where a row is constant."""
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (a * b).sum(1) / den
-    return np.where(den > 0, np.clip(r, -1.0, 1.0), math.nan)
-
-
-def _bootstrap(s: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
-    """Every statistic on each resample row of s, t (B, M). Pearson, Spearman (Pearson of average
-    ranks, as scipy) and regret are vectorised; Kendall and weighted tau call scipy per row."""
-    from scipy import stats
-
-    out = {
-        "pearson": _rowwise_pearson(s, t),
-        "spearman": _rowwise_pearson(stats.rankdata(s, axis=1), stats.rankdata(t, axis=1)),
-        "kendall": np.full(len(s), math.nan),
-        "weighted_tau": np.full(len(s), math.nan),
-    }
-    degenerate = np.ptp(s, axis=1) == 0
-    degenerate |= np.ptp(t, axis=1) == 0
-    for b in np.flatnonzero(~degenerate):
-        out["kendall"][b] = stats.kendalltau(s[b], t[b])[0]
-        out["weighted_tau"][b] = stats.weightedtau(s[b], t[b])[0]
-    top = s == s.max(1, keepdims=True)
-    out["regret"] = t.max(1) - np.where(top, t, np.inf).min(1)
-    return out
-
-
 def rank_correlations(
     scores: Any,
     targets: Any,
@@ -217,8 +191,9 @@ def rank_correlations(
 ) -> Correlations:
     """Correlate `sign * scores` (M,) with `targets` (M,) over M >= 3 models.
 
-    sign: +1 when a higher score should predict a higher target, -1 when lower should. Bootstrap
-    intervals come from `n_boot` resamples of the models (seeded by `seed`; n_boot=0 skips them).
+    sign: +1 when a higher score should predict a higher target, -1 when lower should. Below
+    PERMUTATION_BELOW models: exact permutation p-values, no intervals (zoo_rank.significance). From there
+    on: BCa bootstrap intervals from `n_boot` resamples of the models (seeded by `seed`; n_boot=0 skips).
     """
     if sign not in (1, -1):
         raise ZooRankError(f"sign must be +1 or -1, got {sign!r}; use -1 for a score where lower is better.")
@@ -228,20 +203,15 @@ def rank_correlations(
     oriented = sign * s
     point = _statistics(oriented, t)
     ci: dict[str, tuple[float, float]] = {}
-    n_valid: dict[str, int] = {}
-    if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, len(s), size=(n_boot, len(s)))
-        boot = _bootstrap(oriented[idx], t[idx])
-        alpha = (1.0 - ci_level) / 2.0
-        for k, values in boot.items():
-            ok = values[np.isfinite(values)]
-            n_valid[k] = int(ok.size)
-            ci[k] = (
-                (float(np.quantile(ok, alpha)), float(np.quantile(ok, 1.0 - alpha)))
-                if ok.size
-                else (math.nan, math.nan)
-            )
+    p_value: dict[str, float] = {}
+    uncertainty = ""
+    if len(s) < PERMUTATION_BELOW:
+        if math.isfinite(point["spearman"]):
+            p_value = permutation_p_values(oriented, t)
+            uncertainty = "exact permutation p-values (one-sided)"
+    elif n_boot > 0:
+        ci = bootstrap_intervals(oriented, t, n_boot=n_boot, ci_level=ci_level, seed=seed)
+        uncertainty = "BCa bootstrap intervals"
     return Correlations(
         **point,
         regret=selection_regret(oriented, t),
@@ -249,7 +219,8 @@ def rank_correlations(
         sign=sign,
         ci_level=ci_level,
         ci=ci,
-        n_boot_valid=n_valid,
+        p_value=p_value,
+        uncertainty=uncertainty,
     )
 
 
@@ -474,10 +445,13 @@ def run_validation(
             row["sign"] = corr.sign
             row.update({stat: getattr(corr, stat) for stat in STATISTICS})
             row["regret"] = corr.regret
+            # Below PERMUTATION_BELOW models: p-values and no intervals; from there on the reverse.
+            for stat in ("pearson", "spearman", "kendall"):
+                row[f"{stat}_p"] = corr.p_value.get(stat, math.nan)
             for stat in (*STATISTICS, "regret"):
                 lo, hi = corr.ci.get(stat, (math.nan, math.nan))
-                row[f"{stat}_ci"] = f"[{lo:.2f}, {hi:.2f}]"
-            row["note"] = ""
+                row[f"{stat}_ci"] = f"[{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else ""
+            row["note"] = corr.uncertainty
             rows.append(row)
     table = pl.DataFrame(rows) if rows else pl.DataFrame()
     if table.width:
