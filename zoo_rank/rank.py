@@ -35,6 +35,7 @@ from zoo_rank.leaderboard import (
     write_board,
 )
 from zoo_rank.probe import PROBES
+from zoo_rank.zoo import ZooModel, ZooRun
 
 #: A model spec with this prefix is the architecture after it with random weights: a control row that
 #: every informative score should put last (a backbone that learned nothing transfers worst).
@@ -85,6 +86,10 @@ def parse_model(spec: str) -> ModelEntry:
             )
         return ModelEntry(spec, arch, pretrained=False)
     return ModelEntry(spec, spec, pretrained=True)
+
+
+def _zoo_model(entry: ModelEntry) -> ZooModel:
+    return ZooModel(entry.arch, pretrained=entry.pretrained)
 
 
 def read_models_file(path: str | Path) -> list[str]:
@@ -195,7 +200,8 @@ def _probe_sets(probe: str | None, mode: str, images, data_spec: str) -> list[tu
 
 
 def _probe_one(
-    backbone,
+    zoo,
+    model,
     feats,
     name: str,
     train_set,
@@ -207,15 +213,14 @@ def _probe_one(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """One check: a linear probe trained on `train_set` (None: the scored features) and tested on `test_set`."""
-    from zoo_rank.extract import extract_features
     from zoo_rank.probe import linear_probe, ridge_probe
 
     t0 = time.perf_counter()
     if train_set is None:
         train = feats
     else:
-        train = extract_features(backbone, train_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw)
-    test = extract_features(backbone, test_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw)
+        train = zoo.features(model, train_set, probe_n_per_class, seed)
+    test = zoo.features(model, test_set, probe_n_per_class, seed)
     timings[f"probe_extract_s:{name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if probe_method == "logistic":
@@ -241,6 +246,7 @@ def _probe_one(
 
 
 def _run_model(
+    zoo,
     entry: ModelEntry,
     images,
     probe_sets: list[tuple[str, Any, Any]],
@@ -256,17 +262,13 @@ def _run_model(
 ) -> RunResult:
     """Extract, score and probe one model; raises on failure (the caller turns it into an error row)."""
     from zoo_rank import results
-    from zoo_rank.extract import extract_features
     from zoo_rank.metrics import compute_metrics
-    from zoo_rank.models import create_backbone
 
     timings: dict[str, float] = {}
+    # The first model's call extracts the image set for the whole zoo (decoded once); the others read it.
+    model = _zoo_model(entry)
     t0 = time.perf_counter()
-    backbone = create_backbone(entry.arch, pretrained=entry.pretrained)
-    timings["load_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    feats = extract_features(backbone, images, n_per_class=n_per_class, seed=seed, **extract_kw)
+    feats = zoo.features(model, images, n_per_class, seed)
     timings["extract_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -285,7 +287,8 @@ def _run_model(
         try:
             probes.append(
                 _probe_one(
-                    backbone,
+                    zoo,
+                    model,
                     feats,
                     name,
                     train_set,
@@ -308,8 +311,8 @@ def _run_model(
         **base_conditions,
         "images": int(feats.features.shape[0]),
         "manifest": _manifest_text(meta.get("manifest")),
-        "transform": _transform_text(backbone.data_config),
-        "weights": backbone.weights_id,
+        "transform": _transform_text(meta.get("data_config", {})),
+        "weights": meta.get("weights_id"),
         "precision": meta.get("precision"),
         "device": _device_text(meta),
         # Extraction's versions (torch, timm, datasets, ...) plus those of the scoring and probe stack.
@@ -324,7 +327,7 @@ def _run_model(
         label=entry.spec,
         control=entry.control,
         metrics={k: float(v) for k, v in scores.items()},
-        n_params=int(backbone.meta.get("n_params") or sum(p.numel() for p in backbone.model.parameters())),
+        n_params=int(meta.get("model_meta", {}).get("n_params") or 0),
         feature_dim=int(feats.features.shape[1]),
         probes=probes,
         conditions=conditions,
@@ -435,6 +438,7 @@ def rank(
         "quiet": quiet,
     }
 
+    zoo = ZooRun([_zoo_model(e) for e in entries], **extract_kw)
     results: list[RunResult] = []
     written: set[Path] = set()
     with _console.progress(quiet=quiet) as bar:
@@ -443,6 +447,7 @@ def rank(
             bar.update(task, rate=entry.spec)
             try:
                 result = _run_model(
+                    zoo,
                     entry,
                     images,
                     probe_sets,
