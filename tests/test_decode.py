@@ -186,3 +186,23 @@ def test_imagenet_predictions_agree_with_the_pil_path(shared_data, tmp_path):
     pred = [(torch.from_numpy(fs.features) @ w.T + b).argmax(1) for fs in (tensor, pil)]
     assert float((pred[0] == pred[1]).float().mean()) >= 15 / 16
     assert _cosines(tensor.features, pil.features).min() > 0.95
+
+
+def jpeg_images(shapes: list[tuple[int, int]], quality: int = 90):
+    """An ImageSet of JPEGs (smooth images of the given (h, w)), labels 0, 1, 0, 1, ...; plus their bytes."""
+    import datasets
+
+    from zoo_rank.data import ImageSet
+
+    blobs = []
+    for i, (h, w) in enumerate(shapes):
+        buf = io.BytesIO()
+        Image.fromarray(smooth_image(h, w, seed=i)).save(buf, format="JPEG", quality=quality)
+        blobs.append(buf.getvalue())
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": b, "path": None} for b in blobs], "label": [i % 2 for i in range(len(blobs))]},
+        features=features,
+    )
+    name = f"jpeg-{len(shapes)}"
+    return ImageSet(ds, name, "train", ["a", "b"], f"{name}:{hash(tuple(shapes)) & 0xFFFF}"), blobs

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
@@ -50,8 +51,15 @@ def decode_spec(decoder: str, side: int) -> str:
 
 
 def image_bytes(dataset: Any, rows: np.ndarray) -> list[bytes]:
-    """The encoded files of `rows` of a datasets image table (no decoding); files named by path are read."""
-    table = dataset.with_format("arrow")[np.asarray(rows, dtype=np.int64).tolist()]
+    """The encoded files of `rows` of a datasets image table (no decoding); files named by path are read.
+
+    `dataset`: a datasets.Dataset or a pyarrow.Table with the same ``image`` struct column (bytes, path).
+    """
+    indices = np.asarray(rows, dtype=np.int64)
+    if isinstance(dataset, pa.Table):
+        table = dataset.take(indices)
+    else:
+        table = dataset.with_format("arrow")[indices.tolist()]
     column = table.column("image").combine_chunks()
     blobs = column.field("bytes").to_pylist()
     paths = column.field("path").to_pylist()
