@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _decode_helpers import LITE0_CFG, jpeg_images, smooth_image
 from _extract_helpers import fail_batches_above, tiny_backbone, tiny_images
-from test_decode import LITE0_CFG, jpeg_images, smooth_image
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -210,6 +210,11 @@ class DecodedImages:
                 for c in range(self._n_chunks):
                     lo, hi = c * CHUNK, min(len(self.rows), (c + 1) * CHUNK)
                     blobs = image_bytes(self.dataset, self.rows[lo:hi])
+                    if stream is not None:
+                        # nvJPEG writes from a private stream into blocks allocated on this one without
+                        # waiting for it (pytorch/vision#9606): let this stream's earlier work finish so
+                        # that no block it frees is still being read.
+                        stream.synchronize()
                     squares = to_square(decode_images(blobs, self.decode_device), self.side)
                     for i, img in enumerate(squares, start=lo):
                         self._put(i, img)
