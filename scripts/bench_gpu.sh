@@ -28,7 +28,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's zoo_rank,
 export ZOO_RANK_CACHE=${ZOO_RANK_CACHE:-$(mktemp -d)}  # a scratch cache: nothing of it comes back in $out
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
-on decode && timeout 200 $py scripts/bench_gpu_decode.py --n 8192 --batch-size 256 --json "$out/decode.json" 2>&1 \
+on decode && timeout 180 $py scripts/bench_gpu_decode.py --n 8192 --batch-size 256 --json "$out/decode.json" 2>&1 \
     | tee "$out/decode.txt"
 
 if on timm && [ -n "${TIMM_BENCHMARK:-}" ]; then
@@ -42,7 +42,7 @@ if on timm && [ -n "${TIMM_BENCHMARK:-}" ]; then
 fi
 
 on cuda && timeout 120 $py -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py 2>&1 | tee "$out/tests.txt" | tail -15
-on extract && timeout 90 $py scripts/bench_extract.py --synthetic 4096 --batch-size 256 --reps 10 \
+on extract && timeout 75 $py scripts/bench_extract.py --synthetic 4096 --batch-size 256 --reps 10 \
     --workers 16 --skip-cache 2>&1 | grep -v "examples/s" | tee "$out/extract.txt"
 on metrics && timeout 120 $py scripts/bench_metrics.py --device cuda --skip-logme-port 2>&1 | tee "$out/metrics.txt"
 on probe && timeout 100 $py scripts/bench_probe.py --device cuda --sk-values 2 2>&1 | tee "$out/probe.txt"

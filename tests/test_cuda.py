@@ -127,5 +127,5 @@ def test_zoo_extraction_on_cuda_matches_cpu(tmp_path):
         assert np.array_equal(c.rows, g.rows) and np.array_equal(c.labels, g.labels)
         assert c.meta["decode"].split(":")[1] == "cpu" and g.meta["decode"].split(":")[1] == "cuda"
         assert c.key != g.key != a.key and a.meta["precision"] == "bf16"
-        assert _cosines(c.features, g.features).min() > 0.999
+        assert _cosines(c.features, g.features).min() > 0.998  # nvJPEG vs libjpeg-turbo: ~1 level apart
         assert _cosines(c.features, a.features).min() > 0.99
