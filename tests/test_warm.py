@@ -7,6 +7,7 @@ import torch
 
 from zoo_rank import decode as decode_mod
 from zoo_rank import memo
+from zoo_rank import metrics as metrics_mod
 from zoo_rank import models as models_mod
 from zoo_rank import probe as probe_mod
 from zoo_rank import rank as rank_mod
@@ -64,6 +65,7 @@ def test_warm_rank_builds_decodes_and_fits_nothing(cache_dir, tmp_path, monkeypa
     monkeypatch.setattr(decode_mod, "decode_images", refuse("decoded images"))
     monkeypatch.setattr(probe_mod, "ridge_probe", refuse("fitted a probe"))
     monkeypatch.setattr(probe_mod, "linear_probe", refuse("fitted a probe"))
+    monkeypatch.setattr(metrics_mod, "compute_metrics", refuse("computed the scores"))
     warm, _ = rank_mod.rank(models, out=tmp_path / "warm", **kw)
     for a, b in zip(cold.results, warm.results, strict=True):
         assert a.metrics == b.metrics and a.probes == b.probes and a.n_params == b.n_params > 0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo_rank import _console
+from zoo_rank import metrics as metrics_package
 from zoo_rank import probe as probe_module
 from zoo_rank._device import pick_device
 from zoo_rank._validation import ZooRankError
@@ -291,14 +292,21 @@ def _run_model(
     feats = zoo.features(model, images, n_per_class, seed)
     timings["extract_s"] = time.perf_counter() - t0
 
+    def score() -> dict[str, Any]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = compute_metrics(feats.features, feats.labels, names=metrics)
+        return {"scores": {k: float(v) for k, v in values.items()}, "warnings": [str(w.message) for w in caught]}
+
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        scores = compute_metrics(feats.features, feats.labels, names=metrics)
+    # Scores are a function of the cached entry, the metric names and the metrics' code: a warm rerun reads them.
+    record = {"features": feats.key, "metrics": list(metrics), "code": source_digest(metrics_package)}
+    scored = remembered("scores", record, score, extract_kw["cache_dir"])
+    scores = scored["scores"]
     timings["score_s"] = time.perf_counter() - t0
     notes = list(base_conditions.get("notes", []))
-    for w in caught:
-        msg = str(w.message).splitlines()[0]
+    for message in scored["warnings"]:
+        msg = message.splitlines()[0]
         if msg not in notes:
             notes.append(msg)
 
