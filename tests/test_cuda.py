@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _decode_helpers import LITE0_CFG, jpeg_images, smooth_image
 from _extract_helpers import fail_batches_above, tiny_backbone, tiny_images
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -80,3 +81,51 @@ def test_probe_on_cuda_matches_cpu():
     assert gpu.l2 == cpu.l2
     assert gpu.top1 == pytest.approx(cpu.top1, abs=1 / 300)
     np.testing.assert_allclose(gpu.val_acc_path, cpu.val_acc_path[: len(gpu.val_acc_path)], atol=1 / 120)
+
+
+JPEG_SHAPES = [(375, 500), (500, 375), (333, 500), (64, 64), (241, 319), (32, 32), (480, 640), (300, 300)]
+
+
+def test_gpu_jpeg_decode_matches_cpu_decode():
+    """nvJPEG (batched, on the device) against libjpeg-turbo: the same pixels up to IDCT/upsampling rounding."""
+    from zoo_rank.decode import decode_images, to_square
+
+    _, blobs = jpeg_images(JPEG_SHAPES)
+    cpu = decode_images(blobs, torch.device("cpu"))
+    gpu = decode_images(blobs, torch.device("cuda"))
+    for a, b, shape in zip(cpu, gpu, JPEG_SHAPES, strict=True):
+        assert b.device.type == "cuda" and b.dtype == torch.uint8 and a.shape == b.shape == (3, *shape)
+        diff = (a.int() - b.cpu().int()).abs().float()
+        assert float(diff.mean()) < 1.5 and float(diff.quantile(0.99)) <= 6 and float(diff.max()) <= 40, shape
+    squares = zip(to_square(cpu, 256), to_square(gpu, 256), strict=True)
+    for a, b in squares:  # the resize to the decode side on either device
+        diff = (a.int() - b.cpu().int()).abs().float()
+        assert a.shape == b.shape and float(diff.mean()) < 1.5 and float(diff.max()) <= 40
+
+
+def test_tensor_transform_on_cuda_equals_cpu():
+    from zoo_rank.transforms import EvalTransform
+
+    transform = EvalTransform.from_data_config(LITE0_CFG)
+    x = torch.from_numpy(np.stack([smooth_image(300, 300, seed=s) for s in range(4)])).permute(0, 3, 1, 2)
+    a, b = transform(x.contiguous()), transform(x.contiguous().cuda()).cpu()
+    levels = (a - b).abs() * 127.5  # std 0.5: one uint8 level is 1 / 127.5
+    assert float(levels.max()) <= 1.0001 and float(levels.mean()) < 0.01  # a rounding flip at most
+
+
+def test_zoo_extraction_on_cuda_matches_cpu(tmp_path):
+    """extract_zoo on CUDA (nvJPEG decode, device store, fp32) against the CPU path: same rows, close features,
+    and keys that name the decoder."""
+    from zoo_rank.zoo import ZooModel, extract_zoo
+
+    images, _ = jpeg_images(JPEG_SHAPES * 3)
+    models = [ZooModel("test_efficientnet", pretrained=False), ZooModel("test_convnext", pretrained=False)]
+    cpu = extract_zoo(models, images, precision="fp32", device="cpu", cache_dir=tmp_path, quiet=True)
+    gpu = extract_zoo(models, images, precision="fp32", device="cuda", cache_dir=tmp_path, quiet=True)
+    auto = extract_zoo(models, images, device="cuda", cache_dir=tmp_path, quiet=True)
+    for c, g, a in zip(cpu, gpu, auto, strict=True):
+        assert np.array_equal(c.rows, g.rows) and np.array_equal(c.labels, g.labels)
+        assert c.meta["decode"].split(":")[1] == "cpu" and g.meta["decode"].split(":")[1] == "cuda"
+        assert c.key != g.key != a.key and a.meta["precision"] == "bf16"
+        assert _cosines(c.features, g.features).min() > 0.998  # nvJPEG vs libjpeg-turbo: ~1 level apart
+        assert _cosines(c.features, a.features).min() > 0.99

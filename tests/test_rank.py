@@ -62,9 +62,8 @@ def test_default_data_falls_back_to_digits(monkeypatch):
 def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     """Real backbones on real images: random-init test models (+ real lite0 when installed) and a bad name."""
     from zoo_rank.cache import list_entries
-    from zoo_rank.extract import extract_features
     from zoo_rank.metrics import SampleSizeWarning, compute_metrics
-    from zoo_rank.models import create_backbone
+    from zoo_rank.zoo import extract_zoo
 
     models = ["random-init:test_efficientnet", "random-init:test_convnext"]
     models.append("pip:efficientnet-lite0" if HAS_LITE0 else "random-init:test_vit")
@@ -96,13 +95,14 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
         (probe,) = r.probes
         assert (probe["method"], probe["n_train"], probe["n_test"]) == ("ridge", 50, 30)
         assert 0.0 <= probe["top1"] <= 1.0
-    # Scores are those of the cached features (no new cache entry), recomputed independently here.
+    # Scores are those of the cached features (no new cache entry), recomputed independently here: the
+    # run decoded each image set once for the whole zoo, so the same zoo finds every entry.
     n_entries = len(list_entries(cache_dir))
     assert n_entries == 2 * len(ok)  # scored train subset + probe test subset per model
+    assert all(e.meta["decode"].startswith("tensor-v1:") for e in list_entries(cache_dir))
     lead = ok[0]
-    entry = rank_mod.parse_model(lead.model)
-    backbone = create_backbone(entry.arch, pretrained=entry.pretrained)
-    feats = extract_features(backbone, "digits", split="train", n_per_class=5, quiet=True)
+    zoo = [rank_mod._zoo_model(rank_mod.parse_model(r.model)) for r in ok]
+    feats = extract_zoo(zoo, "digits", split="train", n_per_class=5, quiet=True)[0]
     assert len(list_entries(cache_dir)) == n_entries
     assert feats.features.shape == (50, lead.feature_dim)
     with pytest.warns(SampleSizeWarning):  # N = 50 << 5 p: the board must carry this warning too

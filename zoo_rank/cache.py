@@ -69,9 +69,15 @@ class CacheKey:
     manifest: str  # Manifest.digest(), or "all:<n rows>"
     precision: str  # "bf16" | "fp32" (resolved, never "auto")
     version: str = __version__
+    # How the pixels were made: "pil" (each model decodes and transforms with PIL, timm's own path) or
+    # zoo_rank.decode.decode_spec(...) (decoded once per run: decoder, square side, resampling).
+    decode: str = "pil"
 
     def digest(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = asdict(self)
+        if fields["decode"] == "pil":  # the PIL path's keys predate the field: its entries stay valid
+            del fields["decode"]
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return _sha256(blob.encode())[:24]
 
 

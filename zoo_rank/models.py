@@ -190,6 +190,14 @@ def create_backbone(
     Raises ZooRankError (one line: what was tried, how to provide the weights) for unknown names, weights
     that are neither cached nor reachable (fast under ``HF_HUB_OFFLINE=1``) and checkpoints that do not fit.
     """
+    plan, pretrained = plan_backbone(spec, pretrained=pretrained, checkpoint=checkpoint)
+    return _build(plan, pretrained=pretrained, seed=seed)
+
+
+def plan_backbone(
+    spec: str, *, pretrained: bool = True, checkpoint: str | os.PathLike | None = None
+) -> tuple[_Plan, bool]:
+    """What `create_backbone` would build, without building it: (plan, whether weights are loaded)."""
     spec = str(spec).strip()
     spec, checkpoint = _split_checkpoint(spec, checkpoint, pretrained=pretrained)
     source, sep, ident = spec.partition(":")
@@ -215,7 +223,23 @@ def create_backbone(
     if checkpoint is not None:
         plan = _plan_checkpoint(plan, Path(checkpoint))
         pretrained = True
-    return _build(plan, pretrained=pretrained, seed=seed)
+    return plan, pretrained
+
+
+def describe_backbone(
+    spec: str, *, pretrained: bool = True, checkpoint: str | os.PathLike | None = None, seed: int = 0
+) -> BackboneIdentity | None:
+    """The cache-key identity `create_backbone` gives this spec, from a weightless (meta-device) skeleton:
+    name, weights digest (memoised file hash), resolved data config. None when the weights have no known
+    file (their digest needs the loaded tensors). Raises ZooRankError as create_backbone does."""
+    plan, pretrained = plan_backbone(spec, pretrained=pretrained, checkpoint=checkpoint)
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(plan.model_name, pretrained=False, **plan.kwargs)
+    except Exception:  # anything create_backbone would report itself: let it, on the slow path
+        return None
+    identity = _identity(plan, model, pretrained=pretrained, seed=seed, hash_tensors=False)
+    return identity if identity.weights_id else None
 
 
 def _split_checkpoint(
@@ -262,20 +286,10 @@ def _build(plan: _Plan, *, pretrained: bool, seed: int) -> Backbone:
     model.eval()
 
     cfg = {k: v for k, v in model.pretrained_cfg.items() if k != "state_dict"}
-    if not pretrained:
-        weights_id, weights_file = f"random:seed={seed}", None
-        name = f"{plan.name}+random:seed={seed}"
-    else:
-        weights_file = plan.weights_file or _cached_hub_file(cfg)
-        weights_id = f"sha256:{file_sha256(weights_file)}" if weights_file else _state_digest(model)
-        name = plan.name
-    # Tuples throughout: a config read from JSON (local-dir, hf-hub) then equals the registry's own.
-    data_config = {
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in timm.data.resolve_model_data_config(model).items()
-    }
+    ident = _identity(plan, model, pretrained=pretrained, seed=seed, hash_tensors=True)
+    name, weights_id, weights_file, data_config = ident.name, ident.weights_id, ident.weights_file, ident.data_config
+    num_features = ident.num_features
     transform = RGBTransform(timm.data.create_transform(**data_config, is_training=False))
-    num_features = int(getattr(model, "head_hidden_size", None) or model.num_features)
     meta = {
         "spec": plan.name,
         "source": plan.source if pretrained else "random",
@@ -290,6 +304,45 @@ def _build(plan: _Plan, *, pretrained: bool, seed: int) -> Backbone:
         **plan.meta,
     }
     return Backbone(name, model, transform, dict(data_config), num_features, weights_id, meta)
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    """What names a backbone's features in the cache: name, weights digest, resolved eval data config."""
+
+    name: str
+    weights_id: str | None
+    weights_file: Path | None
+    data_config: dict
+    num_features: int
+
+
+def _identity(
+    plan: _Plan, model: torch.nn.Module, *, pretrained: bool, seed: int, hash_tensors: bool
+) -> BackboneIdentity:
+    """Name, weights id, weight file, data config and feature width of `model` built from `plan`.
+
+    Weights without a known file are named by their tensors' digest, which needs them loaded
+    (hash_tensors=True); a weightless skeleton gets weights_id None instead.
+    """
+    cfg = {k: v for k, v in model.pretrained_cfg.items() if k != "state_dict"}
+    if not pretrained:
+        weights_id, weights_file = f"random:seed={seed}", None
+        name = f"{plan.name}+random:seed={seed}"
+    else:
+        weights_file = plan.weights_file or _cached_hub_file(cfg)
+        if weights_file:
+            weights_id = f"sha256:{file_sha256(weights_file)}"
+        else:
+            weights_id = _state_digest(model) if hash_tensors else None
+        name = plan.name
+    # Tuples throughout: a config read from JSON (local-dir, hf-hub) then equals the registry's own.
+    data_config = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in timm.data.resolve_model_data_config(model).items()
+    }
+    num_features = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    return BackboneIdentity(name, weights_id, weights_file, data_config, num_features)
 
 
 # ---- planners: one per source ------------------------------------------------------------------------

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from zoo_rank import _console, publish, regime
+from zoo_rank import metrics as metrics_package
+from zoo_rank import probe as probe_module
+from zoo_rank._device import pick_device
 from zoo_rank._validation import ZooRankError
 from zoo_rank.extract import check_loader_args, skipped_note
 from zoo_rank.leaderboard import (
@@ -36,8 +39,10 @@ from zoo_rank.leaderboard import (
     build_board,
     format_value,
 )
+from zoo_rank.memo import remembered, source_digest
 from zoo_rank.probe import PROBES
 from zoo_rank.results import slug
+from zoo_rank.zoo import ZooModel, ZooRun
 
 #: A model spec with this prefix is the architecture after it with random weights: a control row that
 #: every informative score should put last (a backbone that learned nothing transfers worst).
@@ -89,6 +94,10 @@ def parse_model(spec: str) -> ModelEntry:
             )
         return ModelEntry(spec, arch, pretrained=False)
     return ModelEntry(spec, spec, pretrained=True)
+
+
+def _zoo_model(entry: ModelEntry) -> ZooModel:
+    return ZooModel(entry.arch, pretrained=entry.pretrained)
 
 
 def read_models_file(path: str | Path) -> list[str]:
@@ -207,7 +216,8 @@ def _probe_sets(probe: str | None, mode: str, images, data_spec: str) -> list[tu
 
 
 def _probe_one(
-    backbone,
+    zoo,
+    model,
     feats,
     name: str,
     train_set,
@@ -219,40 +229,57 @@ def _probe_one(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """One check: a linear probe trained on `train_set` (None: the scored features) and tested on `test_set`."""
-    from zoo_rank.extract import extract_features
     from zoo_rank.probe import linear_probe, ridge_probe
 
     t0 = time.perf_counter()
     if train_set is None:
         train = feats
     else:
-        train = extract_features(backbone, train_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw)
-    test = extract_features(backbone, test_set, n_per_class=probe_n_per_class, seed=seed, **extract_kw)
+        train = zoo.features(model, train_set, probe_n_per_class, seed)
+    test = zoo.features(model, test_set, probe_n_per_class, seed)
     timings[f"probe_extract_s:{name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if probe_method == "logistic":
-        res = linear_probe(
-            train.features, train.labels, test.features, test.labels, seed=seed, device=extract_kw["device"]
-        )
-    else:
-        res = ridge_probe(train.features, train.labels, test.features, test.labels, seed=seed)
+
+    def solve() -> dict[str, Any]:
+        if probe_method == "logistic":
+            res = linear_probe(
+                train.features, train.labels, test.features, test.labels, seed=seed, device=extract_kw["device"]
+            )
+        else:
+            res = ridge_probe(train.features, train.labels, test.features, test.labels, seed=seed)
+        return {
+            "top1": float(res.top1),
+            "mean_per_class": float(res.mean_per_class),
+            "l2": float(res.l2),
+            "n_train": int(res.n_train + res.n_val),
+            "n_test": int(res.n_test),
+        }
+
+    # A warm rerun reads the probe's result: it is a function of the two cached entries (named by their
+    # keys), the settings, the device kind and the probe's source code.
+    record = {
+        "train": train.key,
+        "test": test.key,
+        "method": probe_method,
+        "seed": seed,
+        "device": pick_device(extract_kw["device"], allow_mps=False).type,
+        "code": source_digest(probe_module),
+    }
+    res = remembered("probe", record, solve, extract_kw["cache_dir"])
     timings[f"probe_s:{name}"] = time.perf_counter() - t0
     return {
         "dataset": name,
         "method": probe_method,
         "train_split": train.meta.get("split", "train"),
         "split": test.meta.get("split", "test"),
-        "top1": float(res.top1),
-        "mean_per_class": float(res.mean_per_class),
-        "l2": float(res.l2),
-        "n_train": int(res.n_train + res.n_val),
-        "n_test": int(res.n_test),
+        **res,
         "train_manifest": _manifest_text(train.meta.get("manifest")),
         "test_manifest": _manifest_text(test.meta.get("manifest")),
     }
 
 
 def _run_model(
+    zoo,
     entry: ModelEntry,
     images,
     probe_sets: list[tuple[str, Any, Any]],
@@ -268,29 +295,37 @@ def _run_model(
 ) -> RunResult:
     """Extract, score and probe one model; raises on failure (the caller turns it into an error row)."""
     from zoo_rank import results
-    from zoo_rank.extract import extract_features
     from zoo_rank.metrics import compute_metrics
-    from zoo_rank.models import create_backbone
 
     timings: dict[str, float] = {}
+    # The first model's call extracts the image set for the whole zoo (decoded once); the others read it.
+    model = _zoo_model(entry)
     t0 = time.perf_counter()
-    backbone = create_backbone(entry.arch, pretrained=entry.pretrained)
-    timings["load_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    feats = extract_features(backbone, images, n_per_class=n_per_class, seed=seed, **extract_kw)
+    feats = zoo.features(model, images, n_per_class, seed)
     timings["extract_s"] = time.perf_counter() - t0
 
+    def score() -> dict[str, Any]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = compute_metrics(feats.features, feats.labels, names=metrics)
+        return {
+            "scores": {k: float(v) for k, v in values.items()},
+            "reasons": dict(values.reasons),
+            "estimators": dict(values.estimators),
+            "warnings": [str(w.message) for w in caught],
+        }
+
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        scores = compute_metrics(feats.features, feats.labels, names=metrics)
+    # Scores are a function of the cached entry, the metric names and the metrics' code: a warm rerun reads them.
+    record = {"features": feats.key, "metrics": list(metrics), "code": source_digest(metrics_package)}
+    scored = remembered("scores", record, score, extract_kw["cache_dir"])
+    scores = scored["scores"]
     timings["score_s"] = time.perf_counter() - t0
     notes = list(base_conditions.get("notes", []))
     if feats.meta.get("skipped_images"):
         notes.append(skipped_note(feats.meta["skipped_images"]))
-    for w in caught:
-        msg = str(w.message).splitlines()[0]
+    for message in scored["warnings"]:
+        msg = message.splitlines()[0]
         if msg not in notes:
             notes.append(msg)
 
@@ -299,7 +334,8 @@ def _run_model(
         try:
             probes.append(
                 _probe_one(
-                    backbone,
+                    zoo,
+                    model,
                     feats,
                     name,
                     train_set,
@@ -322,8 +358,8 @@ def _run_model(
         **base_conditions,
         "images": int(feats.features.shape[0]),
         "manifest": _manifest_text(meta.get("manifest")),
-        "transform": _transform_text(backbone.data_config),
-        "weights": backbone.weights_id,
+        "transform": _transform_text(meta.get("data_config", {})),
+        "weights": meta.get("weights_id"),
         "precision": meta.get("precision"),
         "device": _device_text(meta),
         # Extraction's versions (torch, timm, datasets, ...) plus those of the scoring and probe stack.
@@ -338,9 +374,9 @@ def _run_model(
         label=entry.spec,
         control=entry.control,
         metrics={k: float(v) for k, v in scores.items()},
-        undefined=dict(scores.reasons),
-        estimators=dict(scores.estimators),
-        n_params=int(backbone.meta.get("n_params") or sum(p.numel() for p in backbone.model.parameters())),
+        undefined=dict(scored.get("reasons", {})),
+        estimators=dict(scored.get("estimators", {})),
+        n_params=int(meta.get("model_meta", {}).get("n_params") or 0),
         feature_dim=int(feats.features.shape[1]),
         probes=probes,
         conditions=conditions,
@@ -481,6 +517,7 @@ def rank(
             rows, out=out, settings=settings, metrics=metric_names, build=build, replace=replace
         )
 
+    zoo = ZooRun([_zoo_model(e) for e in entries], **extract_kw)
     results: list[RunResult] = []
     with _console.progress(quiet=quiet) as bar:
         task = bar.add_task("models", total=len(entries), rate="")
@@ -488,6 +525,7 @@ def rank(
             bar.update(task, rate=entry.spec)
             try:
                 result = _run_model(
+                    zoo,
                     entry,
                     images,
                     probe_sets,
