@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import torch
+
 from zoo_rank._validation import ZooRankError
 from zoo_rank.probe import (
     DatasetPlan,
@@ -14,6 +16,7 @@ from zoo_rank.probe import (
     ridge_probe,
     sklearn_C,
 )
+from zoo_rank.probe_solvers import LogisticPath
 
 
 def blobs(n, p, K, spread, seed, *, correlated=False, n_test=1500):
@@ -258,33 +261,109 @@ def test_dataset_names_resolve_to_the_registry():
 
 def test_path_warm_starts_reach_the_same_optimum_as_a_cold_fit():
     # Carrying W and the corrected L-BFGS memory along the path must not change where a fit ends.
-    import torch
-
-    from zoo_rank.probe import _LogisticPath
-
     X, y, _, _ = blobs(300, 12, 4, spread=0.4, seed=11, correlated=True)
-    path = _LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
+    path = LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
     for l2 in np.logspace(1, -3, 13):
         path.fit(float(l2))
-    cold = _LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
+    cold = LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
     cold.fit(1e-3)
-    W, W_cold = path.W.detach().numpy(), cold.W.detach().numpy()
+    W, W_cold = path.W.numpy(), cold.W.numpy()
     np.testing.assert_allclose(W, W_cold, atol=1e-4 * np.abs(W_cold).max())
     assert path.n_iter > 0 and cold.n_iter > 0
 
 
 def test_strong_penalty_expansion_matches_the_exact_fit():
-    import torch
-
-    from zoo_rank.probe import _LogisticPath
-
     X, y, _, _ = blobs(400, 10, 3, spread=0.5, seed=12, correlated=True)
     y[:40] = 0  # unequal priors: the intercept starts at the log priors
-    c = _LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000).curvature
+    c = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000).curvature
     for factor in (10.0, 100.0):
-        approx = _LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
+        approx = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
         approx.set_expansion(factor * c)
-        exact = _LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
+        exact = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
         exact.fit(factor * c)
-        W, W_exact = approx.W.detach().numpy(), exact.W.detach().numpy()
+        W, W_exact = approx.W.numpy(), exact.W.numpy()
         assert np.linalg.norm(W - W_exact) / np.linalg.norm(W_exact) < (2.0 / factor) ** 2
+
+
+def _naive_objective(x, y, W, b, l2):
+    """Float64 reference: mean softmax cross-entropy + l2/2 ||W||^2 and its gradient (W, b)."""
+    logits = x @ W + b
+    logits = logits - logits.max(1, keepdims=True)
+    prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    n = len(y)
+    loss = -np.mean(np.log(prob[np.arange(n), y])) + 0.5 * l2 * np.sum(W**2)
+    prob[np.arange(n), y] -= 1.0
+    return loss, x.T @ prob / n + l2 * W, prob.sum(0) / n
+
+
+def test_objective_and_curvature_match_naive_float64():
+    X, y, _, _ = blobs(200, 7, 3, spread=0.5, seed=13, correlated=True)
+    path = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-8, max_iter=100)
+    xs = path.x.numpy()
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(7, 3)), rng.normal(size=3)
+    path.l2 = 0.3
+    theta = torch.as_tensor(np.concatenate([W.ravel(), b]))
+    loss_data, grad_data, a = path._evaluate(theta)
+    loss, gW, gb = _naive_objective(xs, y, W, b, 0.3)
+    assert path._objective(loss_data, theta) == pytest.approx(loss, rel=1e-12)
+    g = path._full_grad(grad_data, theta).numpy()
+    np.testing.assert_allclose(g[:21].reshape(7, 3), gW, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(g[21:], gb, rtol=1e-10, atol=1e-14)
+    logits = xs @ W + b
+    prob = np.exp(logits - logits.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    np.testing.assert_allclose(a.numpy(), (prob * (1 - prob)).mean(0), rtol=1e-10)
+    # curvature: half the top eigenvalue of the standardised covariance, ddof=0 as StandardScaler
+    from sklearn.preprocessing import StandardScaler
+
+    z = StandardScaler().fit_transform(X)
+    assert path.curvature == pytest.approx(0.5 * np.linalg.eigvalsh(z.T @ z / len(z)).max(), rel=1e-10)
+
+
+def test_preconditioner_inverts_the_kronecker_model_of_the_hessian():
+    # H0^-1 = C kron diag(a) + l2 I on W (row-major vec: W[j, k] at j * K + k), diag(a) on b.
+    X, y, _, _ = blobs(150, 6, 3, spread=0.5, seed=14, correlated=True)
+    path = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-8, max_iter=100)
+    path.l2, path._a = 0.05, torch.tensor([0.2, 0.1, 0.05], dtype=torch.float64)
+    xs = path.x.numpy()
+    model = np.kron(xs.T @ xs / len(xs), np.diag([0.2, 0.1, 0.05])) + 0.05 * np.eye(18)
+    q = np.random.default_rng(1).normal(size=21)
+    out = path._precondition(torch.as_tensor(q)).numpy()
+    np.testing.assert_allclose(out[:18], np.linalg.solve(model, q[:18]), rtol=1e-8)
+    rb = q[18:] / np.array([0.2, 0.1, 0.05])
+    np.testing.assert_allclose(out[18:], rb - rb.mean(), rtol=1e-12)
+
+
+def test_memory_and_gradient_carry_exactly_to_a_new_penalty():
+    # After a fit at l2 = 0.1, moving to 0.05 must give the gradient a fresh evaluation gives, and every
+    # stored pair must satisfy y = grad_new(theta + s) - grad_new(theta) for the new objective.
+    X, y, _, _ = blobs(200, 8, 3, spread=0.5, seed=15, correlated=True)
+    path = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-9, max_iter=200)
+    path.fit(1.0)
+    path.fit(0.1)
+    history = [p[0].clone() for p in path._pairs]
+    assert history
+    path._move_penalty(0.05)
+    fresh_loss, fresh_grad, _ = path._evaluate(path.theta)
+    np.testing.assert_allclose(
+        path._full_grad(path._grad_data, path.theta).numpy(), path._full_grad(fresh_grad, path.theta).numpy(), atol=1e-14
+    )
+    s, y_pair, rho = path._pairs[-1]
+    start = path.theta - s  # the last pair's step ended at the current theta
+    _, g_start, _ = path._evaluate(start)
+    diff = path._full_grad(fresh_grad, path.theta) - path._full_grad(g_start, start)
+    np.testing.assert_allclose(y_pair.numpy(), diff.numpy(), rtol=1e-8, atol=1e-13)
+    assert rho == pytest.approx(1.0 / float(s.dot(y_pair)))
+
+
+def test_a_converged_fit_moves_to_a_close_penalty_without_a_pass_over_the_data():
+    X, y, _, _ = blobs(200, 8, 3, spread=0.5, seed=16, correlated=True)
+    path = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-3, max_iter=200)
+    path.fit(0.1)
+    evals, W = path.n_evals, path.W.clone()
+    grad_w = path._grad_data[: W.numel()].view_as(W) + 0.1 * W
+    # The corrected gradient g + delta * W stays below tol for a small enough delta: nothing to do.
+    delta = 0.5 * (1e-3 - float(grad_w.abs().max())) / float(W.abs().max())
+    assert path.fit(0.1 - delta) == 0 and path.n_evals == evals and torch.equal(path.W, W)
+    assert path.fit(1e-3) > 0 and path.n_evals > evals  # a real move needs passes over X
