@@ -261,8 +261,8 @@ def linear_probe(
     The path runs from the strongest to the weakest `l2` (see the module docstring for what `l2` means),
     each fit warm-started from the previous one with full-batch L-BFGS (stop when max |gradient| <= `tol`
     or after `max_iter` iterations); the L-BFGS curvature memory is carried along the path too, corrected
-    exactly for the change of penalty, and the steps are preconditioned with the features' covariance
-    (`zoo_rank.probe_solvers.LogisticPath`). With `early_stop`, the path ends once
+    exactly for the change of penalty, and a value whose corrected gradient is already below `tol` costs
+    no pass over the data (`zoo_rank.probe_solvers.LogisticPath`). With `early_stop`, the path ends once
     `patience` consecutive values (12 = 1.5 decades of the default grid) failed to beat the best
     validation accuracy, counting only values below (1/2) lambda_max(X^T X / N), the curvature bound of
     the data term: above it W only shrinks towards 0 and no prediction changes, however long that
@@ -315,10 +315,7 @@ def linear_probe(
     l2 = float(grid[best_i])
     all_x = np.concatenate([split.fit_x, split.val_x])
     all_y = np.concatenate([split.fit_y, split.val_y])
-    # The fit rows' spectrum preconditions the refit too (train + val has nearly the same covariance).
-    final = LogisticPath(
-        all_x, all_y, n_classes, device, tdtype, tol=tol, max_iter=max_iter, basis_from=path
-    )
+    final = LogisticPath(all_x, all_y, n_classes, device, tdtype, tol=tol, max_iter=max_iter)
     # Warm start in the new standardisation: the same affine function of the raw features.
     ratio = (final.scale / path.scale).unsqueeze(1)
     final.W.copy_(best_W * ratio)

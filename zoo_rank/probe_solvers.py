@@ -1,41 +1,36 @@
-"""Multinomial logistic regression along an L2 path: preconditioned L-BFGS whose state we own.
+"""Multinomial logistic regression along an L2 path: L-BFGS whose state we own, warm-started exactly.
 
 Objective (the per-sample convention of `zoo_rank.probe`): on standardised x (N, p), labels y (N,),
 
     J(W, b) = (1/N) * sum_i [logsumexp(x_i W + b) - (x_i W + b)_{y_i}] + (l2 / 2) * ||W||_F^2
 
 for W (p, K), b (K,). `LogisticPath` solves it for a decreasing sequence of l2 values, each fit starting
-where the previous one ended. Three things make a step along the path cost a few matrix products:
+where the previous one ended. What makes a step along the path cost a few passes over X:
 
 - The L-BFGS memory carries over exactly. Two objectives on the path differ by (delta / 2) ||W||^2, a
   quadratic, so a stored pair (s, y) of the old objective becomes a pair of the new one with
-  y_W += delta * s_W, and the gradient at the current point with g_W += delta * W: no pass over the
-  data. When that corrected gradient is already below `tol` the fit is done without touching X (what
-  scikit-learn and torch's L-BFGS would find after their first evaluation).
-- The initial inverse Hessian of the two-loop recursion is a preconditioner, not a multiple of I: the
-  data term's Hessian sum_i (x_i x_i^T) kron J_i / N (J_i = diag(p_i) - p_i p_i^T, the softmax Jacobian)
-  is approximated by C kron diag(a), C = X^T X / N = V diag(lam) V^T (one eigendecomposition per
-  design, shared by the refit) and a_k = mean_i p_ik (1 - p_ik). Its inverse plus the penalty,
-  V diag(1 / (lam_j a_k + l2)) V^T per column k, is exact for the penalty and for the features'
-  correlations, which standardisation leaves in place and which make plain L-BFGS crawl at weak l2.
-- Matrix products run in the working dtype (float32 on big designs); loss, softmax and line-search
-  decisions in float64, where the tiny loss changes of a near-converged fit are still resolved.
+  y_W += delta * s_W, and the gradient at the current point becomes g_W += delta * W: no pass over
+  the data. When that corrected gradient is already below `tol` the fit is done without touching X
+  (where scikit-learn and torch's L-BFGS stop after their first evaluation).
+- Matrix products run in the working dtype (float32 on big designs) through numpy's BLAS on the CPU;
+  loss, softmax and line-search decisions in float64, where the tiny loss changes of a near-converged
+  fit are still resolved.
+- The line search tries the unit L-BFGS step first and backtracks on the Armijo condition only: the
+  objective is strictly convex (l2 > 0), so every pair has s.y > 0 without a curvature test, and
+  nearly every step costs exactly one pass.
 
-This is our own L-BFGS (two-loop recursion, Armijo backtracking) rather than torch.optim.LBFGS or
-scipy's L-BFGS-B because neither lets a caller carry the curvature memory across objectives or supply
-the initial inverse Hessian through public API; scipy's restart also takes a first step of norm 1,
-far off the scale of a warm start.
+This is our own L-BFGS (two-loop recursion, about 60 lines) rather than torch.optim.LBFGS or scipy's
+L-BFGS-B because neither lets a caller carry the curvature memory from one objective to the next through
+public API; without it each of the 97 fits restarts its curvature model (scipy's restart also takes a
+first step of norm 1, far off the scale of a warm start).
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import torch
-
-_VARIANT = os.environ.get("ZR_PRECOND", "full")
 
 __all__ = ["LogisticPath"]
 
@@ -45,8 +40,7 @@ class LogisticPath:
 
     x (N, p) is standardised here with its own mean and scale (ddof=0, as StandardScaler; constant
     columns get scale 1); W (p, K) and b (K,) are plain tensors on `device` in `dtype`, updated in place
-    by `fit`. `basis_from` reuses another path's eigendecomposition as this one's preconditioner (a refit
-    on a superset of the rows: the preconditioner only steers the steps, never the optimum).
+    by `fit`.
     """
 
     def __init__(
@@ -60,7 +54,6 @@ class LogisticPath:
         tol: float,
         max_iter: int,
         memory: int = 20,
-        basis_from: LogisticPath | None = None,
     ):
         xt = torch.as_tensor(x, device=device).to(dtype)
         self.mean = xt.mean(0)
@@ -87,28 +80,29 @@ class LogisticPath:
         self._pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / s.y)
         self._grad_data: torch.Tensor | None = None  # data-term gradient at theta (flat)
         self._loss_data = math.nan
-        self._a: torch.Tensor | None = None  # a_k = mean_i p_ik (1 - p_ik) at theta
-        self._basis = basis_from._eigen() if basis_from is not None else None
+        self._curvature: float | None = None
         self.g0 = self.hg0 = None
 
-    # ---- the design's spectrum ---------------------------------------------------------------
-
-    def _eigen(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(lam (p,), V (p, p)): eigendecomposition of C = X^T X / N, computed on first use."""
-        if self._basis is None:
-            cov = (self.x.T @ self.x) / self.x.shape[0]
-            lam, vecs = torch.linalg.eigh(cov)
-            self._basis = (lam.clamp_min(0.0), vecs)  # eigh of a PSD matrix can return tiny negatives
-        return self._basis
+    # ---- the plateau of strong penalties ----------------------------------------------------------
 
     @property
     def curvature(self) -> float:
         """(1/2) lambda_max(X^T X / N): Boehning's bound on the data term's Hessian, in the penalty's units.
 
         For l2 well above it the penalty dominates the curvature: W ~ (gradient at W = 0) / l2 only
-        shrinks, and no prediction changes as l2 moves.
+        shrinks, and no prediction changes as l2 moves. Subspace iteration on 8 fixed random vectors
+        (10 rounds, then Rayleigh-Ritz): 20 passes over X, converged far past what a threshold needs.
         """
-        return 0.5 * float(self._eigen()[0].max())
+        if self._curvature is None:
+            n, p = self.x.shape
+            start = np.random.default_rng(0).normal(size=(p, min(8, p)))  # fixed: the same bound every run
+            v = torch.as_tensor(start, device=self.x.device, dtype=self.x.dtype)
+            for _ in range(10):
+                v, _ = torch.linalg.qr(_matmul(self.x.T, _matmul(self.x, v)))
+            xv = _matmul(self.x, v).double()
+            ritz = torch.linalg.eigvalsh(xv.T @ xv / n)
+            self._curvature = 0.5 * float(ritz.max())
+        return self._curvature
 
     def set_expansion(self, l2: float) -> None:
         """Set W to the second-order expansion of the solution at a strong penalty; no L-BFGS runs.
@@ -134,8 +128,8 @@ class LogisticPath:
 
     # ---- objective ---------------------------------------------------------------------------
 
-    def _evaluate(self, theta: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """(mean cross-entropy, its gradient (flat, like theta), a (K,)) at theta: one pass over X."""
+    def _evaluate(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """(mean cross-entropy, its gradient (flat, like theta)) at theta: one pass over X (two products)."""
         n, p = self.x.shape
         k = self.n_classes
         W, b = theta[: p * k].view(p, k), theta[p * k :]
@@ -143,12 +137,11 @@ class LogisticPath:
         lse = torch.logsumexp(logits, 1)
         loss = float((lse - logits[self.rows, self.y]).mean())
         prob = torch.exp(logits - lse[:, None])
-        a = (prob * (1.0 - prob)).mean(0)
         prob[self.rows, self.y] -= 1.0
         residual = (prob / n).to(self.x.dtype)
         grad = torch.cat([_matmul(self.x.T, residual).reshape(-1), residual.sum(0)])
         self.n_evals += 1
-        return loss, grad, a
+        return loss, grad
 
     def _full_grad(self, grad_data: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         g = grad_data.clone()
@@ -162,25 +155,6 @@ class LogisticPath:
 
     # ---- L-BFGS ------------------------------------------------------------------------------
 
-    def _precondition(self, q: torch.Tensor) -> torch.Tensor:
-        """Initial inverse Hessian applied to q: V diag(1 / (lam_j a_k + l2)) V^T per W column, 1 / a_k on b
-        (then centred)."""
-        if _VARIANT == "none":
-            if not self._pairs:
-                return q * min(1.0, 1.0 / max(float(q.abs().sum()), 1e-30))
-            s, y, rho = self._pairs[-1]
-            return q * (1.0 / (rho * float(y.dot(y))))
-        lam, vecs = self._eigen()
-        p, k = self.W.shape
-        a = self._a.to(q.dtype).clamp_min(1e-8)
-        h0 = 1.0 / (lam[:, None] * a[None, :] + self.l2)  # (p, K)
-        qw = q[: p * k].view(p, k)
-        rw = _matmul(vecs, _matmul(vecs.T, qw) * h0)
-        rb = q[p * k :] / a
-        # Projected to zero sum: b's gradient always sums to zero (a common shift of the logits changes
-        # nothing), and so must its steps, or b drifts along that flat direction.
-        return torch.cat([rw.reshape(-1), rb - rb.mean()])
-
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
         q = g.clone()
         alphas = []
@@ -188,7 +162,11 @@ class LogisticPath:
             alpha = rho * float(s.dot(q))
             q.add_(y, alpha=-alpha)
             alphas.append(alpha)
-        r = self._precondition(q)
+        if self._pairs:  # H0 = gamma I, gamma = s.y / y.y of the newest pair (Nocedal & Wright, eq. 7.20)
+            s, y, rho = self._pairs[-1]
+            r = q / (rho * float(y.dot(y)))
+        else:  # no curvature yet: a first step of at most unit L1 length, as torch's L-BFGS
+            r = q * min(1.0, 1.0 / max(float(q.abs().sum()), 1e-30))
         for (s, y, rho), alpha in zip(self._pairs, reversed(alphas), strict=True):
             beta = rho * float(y.dot(r))
             r.add_(s, alpha=alpha - beta)
@@ -217,7 +195,7 @@ class LogisticPath:
             if self.g0 is not None:  # after expansions at stronger values: start from the one at this l2
                 self.set_expansion(l2)
             self.l2 = l2
-            self._loss_data, self._grad_data, self._a = self._evaluate(self.theta)
+            self._loss_data, self._grad_data = self._evaluate(self.theta)
         else:
             self._move_penalty(l2)
         theta = self.theta
@@ -227,17 +205,17 @@ class LogisticPath:
         while done < self.max_iter and float(g.abs().max()) > self.tol:
             d = self._direction(g)
             gd = float(g.double().dot(d.double()))
-            if not gd < 0:  # not a descent direction (rounding in the memory): restart from H0
+            if not gd < 0:  # not a descent direction (rounding in the memory): restart the memory
                 self._pairs.clear()
                 d = self._direction(g)
                 gd = float(g.double().dot(d.double()))
             step, accepted = 1.0, None
             for _ in range(30):
                 trial = theta + step * d
-                loss_t, grad_t, a_t = self._evaluate(trial)
+                loss_t, grad_t = self._evaluate(trial)
                 f_t = self._objective(loss_t, trial)
                 if f_t <= f + 1e-4 * step * gd:
-                    accepted = (trial, loss_t, grad_t, a_t, f_t)
+                    accepted = (trial, loss_t, grad_t, f_t)
                     break
                 # Minimiser of the quadratic through f, its slope gd and f_t, kept within [0.1, 0.5] step.
                 curv = f_t - f - gd * step
@@ -245,7 +223,7 @@ class LogisticPath:
                 step = min(max(guess, 0.1 * step), 0.5 * step)
             if accepted is None:
                 break  # no decrease the float64 loss can resolve: as converged as this dtype allows
-            trial, loss_t, grad_t, a_t, f_t = accepted
+            trial, loss_t, grad_t, f_t = accepted
             g_t = self._full_grad(grad_t, trial)
             s, y = trial - theta, g_t - g
             sy = float(s.double().dot(y.double()))
@@ -254,7 +232,7 @@ class LogisticPath:
                 if len(self._pairs) > self.memory:
                     self._pairs.pop(0)
             theta.copy_(trial)
-            self._loss_data, self._grad_data, self._a = loss_t, grad_t, a_t
+            self._loss_data, self._grad_data = loss_t, grad_t
             f, g = f_t, g_t
             done += 1
         self.n_iter += done
