@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 import torch
 
 from zoo_rank._validation import ZooRankError
@@ -329,7 +328,9 @@ def test_memory_and_gradient_carry_exactly_to_a_new_penalty():
     path._move_penalty(0.05)
     _, fresh_grad = path._evaluate(path.theta)
     np.testing.assert_allclose(
-        path._full_grad(path._grad_data, path.theta).numpy(), path._full_grad(fresh_grad, path.theta).numpy(), atol=1e-14
+        path._full_grad(path._grad_data, path.theta).numpy(),
+        path._full_grad(fresh_grad, path.theta).numpy(),
+        atol=1e-14,
     )
     s, y_pair, rho = path._pairs[-1]
     start = path.theta - s  # the last pair's step ended at the current theta

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from zoo_rank._validation import ZooRankError, check_features, encode_labels, to_numpy
