@@ -151,6 +151,29 @@ def test_accuracies_top1_and_mean_per_class():
     assert top1 == pytest.approx(5 / 6) and mpc == pytest.approx((0.8 + 1.0) / 2)
 
 
+def test_accuracies_equal_sklearn_and_ignore_predicted_classes_absent_from_target(recwarn):
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(17)
+    target = rng.integers(0, 4, 300)
+    pred = np.where(rng.random(300) < 0.6, target, rng.integers(0, 6, 300))  # classes 4, 5 only predicted
+    top1, mpc = accuracies(pred, target, 6)
+    recalls = [np.mean(pred[target == c] == c) for c in range(4)]
+    assert top1 == pytest.approx(np.mean(pred == target)) and mpc == pytest.approx(np.mean(recalls))
+    assert not [w for w in recwarn if "y_pred contains classes" in str(w.message)]
+    assert mpc == pytest.approx(balanced_accuracy_score(target, pred))
+
+
+def test_linear_probe_needs_no_torch_optimizer(monkeypatch):
+    # Issue 13: the path's warm starts use our own solver state, never torch.optim.LBFGS internals.
+    def forbidden(*a, **k):
+        raise AssertionError("linear_probe must not build a torch optimizer")
+
+    monkeypatch.setattr(torch.optim, "LBFGS", forbidden)
+    res = linear_probe(*blobs(300, 10, 3, spread=1.0, seed=18))
+    assert res.top1 > 0.9 and res.n_iter > 0
+
+
 def test_sklearn_c_mapping():
     assert sklearn_C(1e-3, 500) == pytest.approx(2.0)
     with pytest.raises(ZooRankError):
