@@ -132,7 +132,12 @@ def main() -> None:
     import zoo_rank
     from zoo_rank.probe import DEFAULT_L2_GRID, linear_probe
 
-    print("command:", " ".join([sys.executable, *sys.argv]))
+    threads = {
+        k: os.environ[k]
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        if k in os.environ
+    }
+    print("command:", " ".join([*(f"{k}={v}" for k, v in threads.items()), sys.executable, *sys.argv]))
     print(
         f"versions: zoo_rank {zoo_rank.__version__}, torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
         f"scipy {scipy.__version__}, numpy {np.__version__}; torch threads {torch.get_num_threads()}; "
