@@ -40,7 +40,9 @@ class LogisticPath:
 
     x (N, p) is standardised here with its own mean and scale (ddof=0, as StandardScaler; constant
     columns get scale 1); W (p, K) and b (K,) are plain tensors on `device` in `dtype`, updated in place
-    by `fit`.
+    by `fit`. `memory` curvature pairs are kept (50 pairs of (p K + K) floats: small next to X; on the
+    N = 10,000, p = 2,048, K = 37 benchmark 50 took 175 iterations along the path where 20 took 295,
+    and 100 or 200 were no faster).
     """
 
     def __init__(
@@ -53,7 +55,7 @@ class LogisticPath:
         *,
         tol: float,
         max_iter: int,
-        memory: int = 20,
+        memory: int = 50,
     ):
         xt = torch.as_tensor(x, device=device).to(dtype)
         self.mean = xt.mean(0)
