@@ -21,10 +21,10 @@ features of MODEL from ../shared/data (K = 10, extracted on a miss: slow on CPU)
 
     .venv/bin/python scripts/bench_probe.py [--n 10000 --p 2048 --k 37 --repeats 2 --device cpu]
 
-Last measured (2026-11-27, the 2-core AMD EPYC shared with ~8 other jobs, load average 15-17, both sides
+Last measured (2026-11-27, the 2-core AMD EPYC shared with ~8 other jobs, load average 10-15, both sides
 with OMP/OPENBLAS/MKL_NUM_THREADS=1 because two threads each on an oversubscribed machine mostly spin):
-zoo_rank 44.5 s wall / 15.2 s CPU, scikit-learn's sweep 132.2 s / 43.2 s: 3.0x wall, 2.8x CPU, selected
-test top1 0.8846 vs 0.8878 (0.32 points). The issue's 10x target is NOT met.
+zoo_rank 19.7 s wall / 10.4 s CPU, scikit-learn's sweep 78.3 s / 42.4 s: 4.0x wall, 4.1x CPU, selected
+test top1 0.8850 vs 0.8878 (0.28 points). The issue's 10x target is NOT met.
 """
 
 from __future__ import annotations
