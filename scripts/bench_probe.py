@@ -1,20 +1,30 @@
-"""Benchmark: the 97-value L2 selection of `zoo_rank.probe.linear_probe` against scikit-learn.
+"""Benchmark: the 97-value L2 selection of `zoo_rank.probe.linear_probe` against scikit-learn's warm-started sweep.
 
-Target (issue 4): the whole selection >= 10x faster than scikit-learn's LogisticRegression (lbfgs) over
-the same values, with the selected test accuracy within 0.5 points, at N = 10,000, p = 2,048, K = 37.
+Target (issue 14): >= 10x faster than the sweep a scikit-learn user would write, at equal selected test
+accuracy (+-0.5 point), on CPU, at N = 10,000, p = 2,048, K = 37. The baseline: one
+LogisticRegression(solver="lbfgs", warm_start=True, tol=1e-4) refit at each of the 97 values from the
+strongest L2 to the weakest (each fit starts from the previous solution), on the same standardised
+features, the same fit/validation rows and the same objective (mean cross-entropy + l2/2 ||W||^2, i.e.
+C = 1/(l2 * N_fit), `sklearn_C`); selection by validation accuracy, ties to the stronger penalty; refit on
+fit + validation at the chosen value, warm-started from the selected solution mapped into the new
+standardisation (as ours is). Ours runs its default protocol (early stopping past the validation peak:
+see `linear_probe`); the scikit-learn sweep runs all 97 values, as a user's loop does.
 
-Both solve the same problem: the same standardised features, the same fit/validation rows, the same
-objective (mean cross-entropy + l2/2 ||W||^2, i.e. LogisticRegression(C = 1/(l2 * N_fit))), selection by
-validation accuracy, refit on fit + validation at the chosen value. scikit-learn over all 97 values takes
-hours on 2 cores, so it is timed on `--sk-values` values spread evenly over the grid and its total is
-extrapolated as 97 x the mean time per value (printed as such).
+The two alternate (ours, sklearn, sklearn, ours, ...) so that the load of a shared machine hits both; each
+is timed `--repeats` times and the best wall time kept. Wall and CPU time, and the load average around
+each run, are printed.
 
 Features: `--features synthetic` (default) draws real-structured stand-ins (a low-dimensional class
 structure with correlated within-class noise, pushed through a random ReLU layer: non-negative,
 correlated, low effective rank, like pooled CNN features). `--features MODEL` uses cached CIFAR-10
 features of MODEL from ../shared/data (K = 10, extracted on a miss: slow on CPU).
 
-    .venv/bin/python scripts/bench_probe.py [--n 10000 --p 2048 --k 37 --sk-values 9 --device auto]
+    .venv/bin/python scripts/bench_probe.py [--n 10000 --p 2048 --k 37 --repeats 2 --device cpu]
+
+Last measured (2026-11-27, the 2-core AMD EPYC shared with ~8 other jobs, load average 10-15, both sides
+with OMP/OPENBLAS/MKL_NUM_THREADS=1 because two threads each on an oversubscribed machine mostly spin):
+zoo_rank 19.7 s wall / 10.4 s CPU, scikit-learn's sweep 78.3 s / 42.4 s: 4.0x wall, 4.1x CPU, selected
+test top1 0.8850 vs 0.8878 (0.28 points). The issue's 10x target is NOT met.
 """
 
 from __future__ import annotations
@@ -53,6 +63,59 @@ def cifar10(model: str, n: int, seed: int):
     return train.features, train.labels, test.features, test.labels
 
 
+def sklearn_sweep(X, y, Xt, yt, fit_i, val_i, grid, max_iter: int) -> dict:
+    """The warm-started scikit-learn sweep and its refit; returns the selection and test accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
+    from zoo_rank.probe import sklearn_C
+
+    scaler = StandardScaler().fit(X[fit_i])
+    Xf, Xv = scaler.transform(X[fit_i]), scaler.transform(X[val_i])
+    clf = LogisticRegression(warm_start=True, tol=1e-4, max_iter=max_iter)
+    val_accs, best = [], None
+    for l2 in np.sort(grid)[::-1]:  # strong to weak
+        clf.set_params(C=sklearn_C(float(l2), len(fit_i))).fit(Xf, y[fit_i])
+        val_accs.append(accuracy_score(y[val_i], clf.predict(Xv)))
+        if best is None or val_accs[-1] > best[0]:  # strict: ties keep the stronger penalty
+            best = (val_accs[-1], float(l2), clf.coef_.copy(), clf.intercept_.copy())
+    acc, l2, coef, intercept = best
+    # Refit on fit + val, warm-started from the selected solution expressed in the new standardisation.
+    all_i = np.concatenate([fit_i, val_i])
+    sc_all = StandardScaler().fit(X[all_i])
+    refit = LogisticRegression(warm_start=True, tol=1e-4, max_iter=max_iter, C=sklearn_C(l2, len(all_i)))
+    refit.coef_ = coef * (sc_all.scale_ / scaler.scale_)
+    refit.intercept_ = intercept + coef @ ((sc_all.mean_ - scaler.mean_) / scaler.scale_)
+    refit.fit(sc_all.transform(X[all_i]), y[all_i])
+    top1 = accuracy_score(yt, refit.predict(sc_all.transform(Xt)))
+    return {"l2": l2, "val_acc": acc, "top1": top1, "val_accs": np.asarray(val_accs)}
+
+
+def blas_check(x: np.ndarray, k: int) -> str:
+    """Best-of-5 time of the probe's product X (N, p) @ W (p, K) through numpy's BLAS and through torch."""
+    import torch
+
+    w = np.random.default_rng(0).normal(size=(x.shape[1], k)).astype(x.dtype)
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    best = {"numpy": np.inf, "torch": np.inf}
+    for _ in range(5):
+        for name, fn in (("numpy", lambda: x @ w), ("torch", lambda: xt @ wt)):
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return f"X @ W ({x.shape[0]}x{x.shape[1]} @ {x.shape[1]}x{k}, {x.dtype}): " + ", ".join(
+        f"{name} {1e3 * v:.1f} ms" for name, v in best.items()
+    )
+
+
+def timed(fn):
+    load = os.getloadavg()[0]
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t, time.process_time() - c, (load + os.getloadavg()[0]) / 2
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000, help="training rows (fit + validation)")
@@ -60,27 +123,30 @@ def main() -> None:
     ap.add_argument("--p", type=int, default=2048)
     ap.add_argument("--k", type=int, default=37)
     ap.add_argument("--features", default="synthetic", help="'synthetic' or a model spec (CIFAR-10 features)")
-    ap.add_argument("--sk-values", type=int, default=9, help="grid values scikit-learn is timed on")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs of each, interleaved; best is kept")
     ap.add_argument("--sk-max-iter", type=int, default=1000)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     import scipy
     import sklearn
     import torch
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
 
     import zoo_rank
-    from zoo_rank.probe import DEFAULT_L2_GRID, linear_probe, sklearn_C
+    from zoo_rank.probe import DEFAULT_L2_GRID, linear_probe
 
-    print("command:", " ".join([sys.executable, *sys.argv]))
+    threads = {
+        k: os.environ[k]
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        if k in os.environ
+    }
+    print("command:", " ".join([*(f"{k}={v}" for k, v in threads.items()), sys.executable, *sys.argv]))
     print(
         f"versions: zoo_rank {zoo_rank.__version__}, torch {torch.__version__}, scikit-learn {sklearn.__version__}, "
         f"scipy {scipy.__version__}, numpy {np.__version__}; torch threads {torch.get_num_threads()}; "
-        f"cuda {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}"
+        f"cores {os.cpu_count()}; cuda {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}"
     )
     if args.features == "synthetic":
         X, y, Xt, yt = synthetic(args.n, args.n_test, args.p, args.k, args.seed)
@@ -90,70 +156,52 @@ def main() -> None:
         what = f"CIFAR-10 features of {args.features} from ../shared/data"
     fit_i, val_i = train_test_split(np.arange(len(y)), test_size=0.2, random_state=args.seed, stratify=y)
     print(f"data: {what}; fit {len(fit_i)} / val {len(val_i)} / test {len(yt)} rows, p={X.shape[1]}")
-
-    # Wall time depends on whatever else the machine runs; CPU time of this process less so. Both are shown,
-    # with the load average, and the speedup is given on both.
-    print(f"load average before: {os.getloadavg()[0]:.1f} (cores: {os.cpu_count()})")
     grid = DEFAULT_L2_GRID
-    t0, c0 = time.perf_counter(), time.process_time()
-    ours = linear_probe(X[fit_i], y[fit_i], Xt, yt, X[val_i], y[val_i], l2_grid=grid, device=args.device)
-    ours_s, ours_cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(
-        f"zoo_rank: {ours_s:.1f} s wall, {ours_cpu:.1f} s CPU (select {ours.seconds['select']:.1f} s over {len(ours.l2_path)} of 97 "
-        f"values, early_stopped={ours.early_stopped}; refit {ours.seconds['refit']:.1f} s), "
-        f"{ours.n_iter} L-BFGS iterations, {ours.device}/{ours.dtype}; chosen l2={ours.l2:.3g}, "
-        f"val acc {ours.val_acc:.4f}, test top1 {ours.top1:.4f}"
-    )
+    print("best of 5:", blas_check(np.ascontiguousarray(X[fit_i]), int(y.max()) + 1))
 
-    # scikit-learn on the same standardised rows, one value at a time (no warm start: its per-C protocol).
-    scaler = StandardScaler().fit(X[fit_i])
-    Xf, Xv = scaler.transform(X[fit_i]), scaler.transform(X[val_i])
-    sub = np.unique(np.linspace(0, len(grid) - 1, args.sk_values).round().astype(int))
-    sk_times, sk_cpu, sk_val = [], [], {}
-    for j in sub[::-1]:  # strong to weak, like ours
-        l2 = float(grid[j])
-        t, c = time.perf_counter(), time.process_time()
-        clf = LogisticRegression(C=sklearn_C(l2, len(fit_i)), max_iter=args.sk_max_iter, tol=1e-4).fit(
-            Xf, y[fit_i]
-        )
-        sk_times.append(time.perf_counter() - t)
-        sk_cpu.append(time.process_time() - c)
-        sk_val[l2] = clf.score(Xv, y[val_i])
-        print(
-            f"  sklearn l2={l2:9.3g}: {sk_times[-1]:7.1f} s wall, {sk_cpu[-1]:7.1f} s CPU, "
-            f"{clf.n_iter_[0]:4d} iterations, val acc {sk_val[l2]:.4f}"
-        )
-    sk_total = float(np.mean(sk_times)) * len(grid)
-    sk_total_cpu = float(np.mean(sk_cpu)) * len(grid)
-    print(
-        f"sklearn: {sum(sk_times):.1f} s wall measured on {len(sub)} values -> EXTRAPOLATED {sk_total:.0f} s wall, "
-        f"{sk_total_cpu:.0f} s CPU for all 97 values (mean per value x 97); load average now {os.getloadavg()[0]:.1f}"
-    )
+    def ours():
+        return linear_probe(X[fit_i], y[fit_i], Xt, yt, X[val_i], y[val_i], l2_grid=grid, device=args.device)
 
-    def sk_refit(l2: float) -> float:
-        sc = StandardScaler().fit(X)
-        clf = LogisticRegression(C=sklearn_C(l2, len(X)), max_iter=args.sk_max_iter, tol=1e-4).fit(
-            sc.transform(X), y
-        )
-        return clf.score(sc.transform(Xt), yt)
+    def theirs():
+        return sklearn_sweep(X, y, Xt, yt, fit_i, val_i, grid, args.sk_max_iter)
 
-    best_sub = max(sk_val, key=lambda v: (sk_val[v], v))  # ties -> stronger penalty, as ours
-    sk_sel_acc = sk_refit(best_sub)
-    sk_at_ours = sk_refit(ours.l2)
-    ours_at = dict(zip(ours.l2_path, ours.val_acc_path, strict=True))
-    gaps = [abs(ours_at[v] - a) for v, a in sk_val.items() if v in ours_at]
+    runs = {"zoo_rank": [], "sklearn": []}
+    for rep in range(args.repeats):
+        order = ("zoo_rank", "sklearn") if rep % 2 == 0 else ("sklearn", "zoo_rank")
+        for name in order:
+            out, wall, cpu, load = timed(ours if name == "zoo_rank" else theirs)
+            runs[name].append((wall, cpu, load, out))
+            print(
+                f"  run {rep + 1} {name:8s}: {wall:7.1f} s wall, {cpu:7.1f} s CPU, load average {load:.1f}",
+                flush=True,
+            )
+
+    best_ours = min(runs["zoo_rank"], key=lambda r: r[0])
+    best_sk = min(runs["sklearn"], key=lambda r: r[0])
+    res, sk = best_ours[3], best_sk[3]
     print(
-        f"sklearn selection over its {len(sub)} timed values: l2={best_sub:.3g}, test top1 {sk_sel_acc:.4f}; "
-        f"sklearn refit at our l2: test top1 {sk_at_ours:.4f}; max |val acc ours - sklearn| at shared values "
-        f"{max(gaps) if gaps else float('nan'):.4f}"
+        f"zoo_rank: best {best_ours[0]:.1f} s wall / {best_ours[1]:.1f} s CPU; {len(res.l2_path)} of 97 values "
+        f"(early_stopped={res.early_stopped}), {res.n_iter} L-BFGS iterations, {res.device}/{res.dtype}; "
+        f"chosen l2={res.l2:.3g}, val acc {res.val_acc:.4f}, test top1 {res.top1:.4f}"
     )
-    speedup, speedup_cpu = sk_total / ours_s, sk_total_cpu / ours_cpu
-    gap_pts = 100 * abs(ours.top1 - sk_sel_acc)
     print(
-        f"RESULT: speedup {speedup:.1f}x wall, {speedup_cpu:.1f}x CPU (target >= 10x: "
-        f"{'PASS' if min(speedup, speedup_cpu) >= 10 else 'FAIL'}); selected accuracy "
-        f"gap {gap_pts:.2f} points vs sklearn's selection, {100 * abs(ours.top1 - sk_at_ours):.2f} at the same l2 "
-        f"(target <= 0.5: {'PASS' if gap_pts <= 0.5 else 'FAIL'})"
+        f"sklearn:  best {best_sk[0]:.1f} s wall / {best_sk[1]:.1f} s CPU; 97 of 97 values; chosen l2={sk['l2']:.3g}, "
+        f"val acc {sk['val_acc']:.4f}, test top1 {sk['top1']:.4f}"
+    )
+    shared = len(res.val_acc_path)
+    gaps = np.abs(res.val_acc_path - sk["val_accs"][:shared])
+    worst = int(np.argmax(gaps))
+    print(
+        f"val acc zoo_rank - sklearn over the {shared} values both ran: max |gap| {gaps[worst]:.4f} at "
+        f"l2={res.l2_path[worst]:.3g}, median |gap| {np.median(gaps):.4f}"
+    )
+    speedup, speedup_cpu = best_sk[0] / best_ours[0], best_sk[1] / best_ours[1]
+    gap_pts = 100 * abs(res.top1 - sk["top1"])
+    print(
+        f"RESULT: speedup {speedup:.1f}x wall (best of {args.repeats}), {speedup_cpu:.1f}x CPU (target >= 10x: "
+        f"{'PASS' if speedup >= 10 else 'FAIL'}); selected test top1 {res.top1:.4f} vs {sk['top1']:.4f}: gap "
+        f"{gap_pts:.2f} points (target <= 0.5: {'PASS' if gap_pts <= 0.5 else 'FAIL'}); "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
 
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from zoo_rank import results
 from zoo_rank._validation import ZooRankError
@@ -17,6 +18,7 @@ from zoo_rank.probe import (
     ridge_probe,
     sklearn_C,
 )
+from zoo_rank.probe_solvers import LogisticPath
 
 
 def blobs(n, p, K, spread, seed, *, correlated=False, n_test=1500):
@@ -150,6 +152,29 @@ def test_accuracies_top1_and_mean_per_class():
     target = np.array([0, 0, 0, 0, 0, 1])  # class 0: 4/5 right, class 1: 1/1
     top1, mpc = accuracies(pred, target, 3)  # class 2 absent from target: not averaged
     assert top1 == pytest.approx(5 / 6) and mpc == pytest.approx((0.8 + 1.0) / 2)
+
+
+def test_accuracies_equal_sklearn_and_ignore_predicted_classes_absent_from_target(recwarn):
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(17)
+    target = rng.integers(0, 4, 300)
+    pred = np.where(rng.random(300) < 0.6, target, rng.integers(0, 6, 300))  # classes 4, 5 only predicted
+    top1, mpc = accuracies(pred, target, 6)
+    recalls = [np.mean(pred[target == c] == c) for c in range(4)]
+    assert top1 == pytest.approx(np.mean(pred == target)) and mpc == pytest.approx(np.mean(recalls))
+    assert not [w for w in recwarn if "y_pred contains classes" in str(w.message)]
+    assert mpc == pytest.approx(balanced_accuracy_score(target, pred))
+
+
+def test_linear_probe_needs_no_torch_optimizer(monkeypatch):
+    # Issue 13: the path's warm starts use our own solver state, never torch.optim.LBFGS internals.
+    def forbidden(*a, **k):
+        raise AssertionError("linear_probe must not build a torch optimizer")
+
+    monkeypatch.setattr(torch.optim, "LBFGS", forbidden)
+    res = linear_probe(*blobs(300, 10, 3, spread=1.0, seed=18))
+    assert res.top1 > 0.9 and res.n_iter > 0
 
 
 def test_sklearn_c_mapping():
@@ -329,35 +354,27 @@ def test_dataset_names_resolve_to_the_registry():
 
 def test_path_warm_starts_reach_the_same_optimum_as_a_cold_fit():
     # Carrying W and the corrected L-BFGS memory along the path must not change where a fit ends.
-    import torch
-
-    from zoo_rank.probe import _LogisticPath
-
     X, y, _, _ = blobs(300, 12, 4, spread=0.4, seed=11, correlated=True)
-    path = _LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
+    path = LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
     for l2 in np.logspace(1, -3, 13):
         path.fit(float(l2))
-    cold = _LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
+    cold = LogisticPath(X, y, 4, "cpu", torch.float64, tol=1e-10, max_iter=2000)
     cold.fit(1e-3)
-    W, W_cold = path.W.detach().numpy(), cold.W.detach().numpy()
+    W, W_cold = path.W.numpy(), cold.W.numpy()
     np.testing.assert_allclose(W, W_cold, atol=1e-4 * np.abs(W_cold).max())
     assert path.n_iter > 0 and cold.n_iter > 0
 
 
 def test_strong_penalty_expansion_matches_the_exact_fit():
-    import torch
-
-    from zoo_rank.probe import _LogisticPath
-
     X, y, _, _ = blobs(400, 10, 3, spread=0.5, seed=12, correlated=True)
     y[:40] = 0  # unequal priors: the intercept starts at the log priors
-    c = _LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000).curvature
+    c = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000).curvature
     for factor in (10.0, 100.0):
-        approx = _LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
+        approx = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
         approx.set_expansion(factor * c)
-        exact = _LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
+        exact = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-12, max_iter=2000)
         exact.fit(factor * c)
-        W, W_exact = approx.W.detach().numpy(), exact.W.detach().numpy()
+        W, W_exact = approx.W.numpy(), exact.W.numpy()
         assert np.linalg.norm(W - W_exact) / np.linalg.norm(W_exact) < (2.0 / factor) ** 2
 
 
@@ -407,3 +424,71 @@ def test_validation_cells_are_keyed_and_read_the_probe_of_the_same_subset(tmp_pa
     assert scored == []  # a true match: nothing recomputed
     run_validation(list(spreads), ["digits"], n_per_class=40, metrics=["vci", "logme"], n_boot=0, **kw)
     assert len(scored) == 3  # other metrics: another key
+
+
+def _naive_objective(x, y, W, b, l2):
+    """Float64 reference: mean softmax cross-entropy + l2/2 ||W||^2 and its gradient (W, b)."""
+    logits = x @ W + b
+    logits = logits - logits.max(1, keepdims=True)
+    prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    n = len(y)
+    loss = -np.mean(np.log(prob[np.arange(n), y])) + 0.5 * l2 * np.sum(W**2)
+    prob[np.arange(n), y] -= 1.0
+    return loss, x.T @ prob / n + l2 * W, prob.sum(0) / n
+
+
+def test_objective_and_curvature_match_naive_float64():
+    X, y, _, _ = blobs(200, 7, 3, spread=0.5, seed=13, correlated=True)
+    path = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-8, max_iter=100)
+    xs = path.x.numpy()
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(7, 3)), rng.normal(size=3)
+    path.l2 = 0.3
+    theta = torch.as_tensor(np.concatenate([W.ravel(), b]))
+    loss_data, grad_data = path._evaluate(theta)
+    loss, gW, gb = _naive_objective(xs, y, W, b, 0.3)
+    assert path._objective(loss_data, theta) == pytest.approx(loss, rel=1e-12)
+    g = path._full_grad(grad_data, theta).numpy()
+    np.testing.assert_allclose(g[:21].reshape(7, 3), gW, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(g[21:], gb, rtol=1e-10, atol=1e-14)
+    # curvature: half the top eigenvalue of the standardised covariance, ddof=0 as StandardScaler
+    from sklearn.preprocessing import StandardScaler
+
+    z = StandardScaler().fit_transform(X)
+    assert path.curvature == pytest.approx(0.5 * np.linalg.eigvalsh(z.T @ z / len(z)).max(), rel=1e-8)
+
+
+def test_memory_and_gradient_carry_exactly_to_a_new_penalty():
+    # After a fit at l2 = 0.1, moving to 0.05 must give the gradient a fresh evaluation gives, and every
+    # stored pair must satisfy y = grad_new(theta + s) - grad_new(theta) for the new objective.
+    X, y, _, _ = blobs(200, 8, 3, spread=0.5, seed=15, correlated=True)
+    path = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-9, max_iter=200)
+    path.fit(1.0)
+    path.fit(0.1)
+    history = [p[0].clone() for p in path._pairs]
+    assert history
+    path._move_penalty(0.05)
+    _, fresh_grad = path._evaluate(path.theta)
+    np.testing.assert_allclose(
+        path._full_grad(path._grad_data, path.theta).numpy(),
+        path._full_grad(fresh_grad, path.theta).numpy(),
+        atol=1e-14,
+    )
+    s, y_pair, rho = path._pairs[-1]
+    start = path.theta - s  # the last pair's step ended at the current theta
+    _, g_start = path._evaluate(start)
+    diff = path._full_grad(fresh_grad, path.theta) - path._full_grad(g_start, start)
+    np.testing.assert_allclose(y_pair.numpy(), diff.numpy(), rtol=1e-8, atol=1e-13)
+    assert rho == pytest.approx(1.0 / float(s.dot(y_pair)))
+
+
+def test_a_converged_fit_moves_to_a_close_penalty_without_a_pass_over_the_data():
+    X, y, _, _ = blobs(200, 8, 3, spread=0.5, seed=16, correlated=True)
+    path = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-3, max_iter=200)
+    path.fit(0.1)
+    evals, W = path.n_evals, path.W.clone()
+    grad_w = path._grad_data[: W.numel()].view_as(W) + 0.1 * W
+    # The corrected gradient g + delta * W stays below tol for a small enough delta: nothing to do.
+    delta = 0.5 * (1e-3 - float(grad_w.abs().max())) / float(W.abs().max())
+    assert path.fit(0.1 - delta) == 0 and path.n_evals == evals and torch.equal(path.W, W)
+    assert path.fit(1e-3) > 0 and path.n_evals > evals  # a real move needs passes over X

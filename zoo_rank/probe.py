@@ -30,15 +30,18 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from zoo_rank import __version__
 from zoo_rank._device import pick_device, resolve_precision
 from zoo_rank._validation import ZooRankError, check_features, encode_labels, to_numpy
+from zoo_rank.probe_solvers import LogisticPath
 
 #: The paper's grid: 97 log-spaced L2 strengths in [1e-6, 1e6] (8 per decade).
 DEFAULT_L2_GRID = np.logspace(-6, 6, 97)
@@ -208,180 +211,17 @@ def accuracies(pred: np.ndarray, target: np.ndarray, n_classes: int) -> tuple[fl
     """(top-1, mean per-class accuracy) of integer predictions (N,) against codes (N,).
 
     Mean per-class accuracy averages the recall of the classes present in `target` (the metric the
-    paper uses for Aircraft, Pets, Caltech-101 and Flowers).
+    paper uses for Aircraft, Pets, Caltech-101 and Flowers): scikit-learn's balanced accuracy.
+    `n_classes` is kept for callers; classes absent from `target` do not enter either number.
     """
-    correct = pred == target
-    per_class_total = np.bincount(target, minlength=n_classes)
-    per_class_correct = np.bincount(target, weights=correct, minlength=n_classes)
-    present = per_class_total > 0
-    return float(correct.mean()), float(np.mean(per_class_correct[present] / per_class_total[present]))
+    with warnings.catch_warnings():
+        # A prediction of a class absent from `target` is legitimate here (a small test split): sklearn
+        # leaves that class out of the mean, as intended, and only warns about it.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(accuracy_score(target, pred)), float(balanced_accuracy_score(target, pred))
 
 
 # ---- logistic regression with L-BFGS along the regularisation path ---------------------------
-
-
-class _LogisticPath:
-    """Multinomial logistic regression on one standardised design, refit in place for each l2.
-
-    X (N, p) and y (N,) live on `device` in `dtype`; W (p, K) and b (K,) persist between calls, so
-    each fit starts from the previous solution (a warm start along the path).
-    """
-
-    def __init__(
-        self, x: np.ndarray, y: np.ndarray, n_classes: int, device: str, dtype, *, tol: float, max_iter: int
-    ):
-        import torch
-
-        self.torch = torch
-        xt = torch.as_tensor(x, device=device).to(dtype)
-        self.mean = xt.mean(0)
-        scale = xt.std(0, correction=0)  # ddof=0, as StandardScaler
-        # Constant columns carry no information; dividing by 1 keeps them at 0 instead of NaN.
-        self.scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        self.x = ((xt - self.mean) / self.scale).contiguous()
-        self.y = torch.as_tensor(y, device=device, dtype=torch.long)
-        self.W = torch.zeros(x.shape[1], n_classes, device=device, dtype=dtype, requires_grad=True)
-        # Start the intercept at its optimum for W = 0 (log class priors): strong-penalty fits then predict
-        # what their exact solution predicts, not an artefact of an unconverged bias.
-        counts = torch.bincount(self.y, minlength=n_classes).to(dtype).clamp_min(0.5)
-        # Centred, as the loss is blind to a common shift of b and gradients keep its sum where it starts
-        # (sum zero, like scikit-learn's symmetric multinomial intercepts).
-        log_prior = counts.log()
-        self.b = (log_prior - log_prior.mean()).requires_grad_(True)
-        self.tol = tol
-        self.max_iter = max_iter
-        self.history = 50  # (p * K) floats per pair: cheap next to X, and more memory carries along the path
-        # Convergence is judged by the gradient (`tol`) alone: on the plateau W, the loss changes and the
-        # directional derivatives are all tiny, and a loss-change test there would stop unconverged fits.
-        self.tol_change = 1e-12
-        self.n_iter = 0
-        self.opt = None
-        self.l2: float | None = None
-        self._curvature: float | None = None
-        self.g0 = self.hg0 = None
-
-    @property
-    def curvature(self) -> float:
-        """`plateau_end()`, computed on first use (a refit at one value never needs it)."""
-        if self._curvature is None:
-            self._curvature = self.plateau_end()
-        return self._curvature
-
-    def plateau_end(self, n_power: int = 30) -> float:
-        """Largest eigenvalue of the data term's Hessian bound, (1/2) * lambda_max(X^T X / N).
-
-        For l2 well above it the penalty dominates the curvature: W ~ (gradient at W = 0) / l2 only
-        shrinks, and no prediction changes as l2 moves (power iteration, a few matrix-vector products).
-        """
-        torch = self.torch
-        start = np.random.default_rng(0).normal(size=self.x.shape[1])  # fixed: the same bound on every run
-        v = torch.as_tensor(start, device=self.x.device, dtype=self.x.dtype)
-        top = 0.0
-        for _ in range(n_power):
-            w = self.x.T @ (self.x @ v) / self.x.shape[0]
-            top = float(w.norm())
-            if top == 0.0:
-                break
-            v = w / top
-        return 0.5 * top
-
-    def set_expansion(self, l2: float) -> None:
-        """Set W to the second-order expansion of the solution at a strong penalty; no L-BFGS runs.
-
-        At W = 0, b = log priors the data term has gradient -g0 and Hessian H (W block; its coupling to b
-        vanishes as standardised features have zero mean, so b moves only at second order). The minimiser
-        W = (l2 + H)^-1 g0 = g0 / l2 - H g0 / l2^2 + O(|H|^2 / l2^3): with ||H|| <= 2 * curvature the
-        relative error is below (2 * curvature / l2)^2, i.e. 4% at l2 >= 10 * curvature. H g0 is exact and
-        cheap: every row shares the softmax Jacobian J = diag(p) - p p^T, so H g0 = X^T (X g0) J / N.
-        """
-        torch = self.torch
-        if self.g0 is None:
-            with torch.no_grad():
-                n = len(self.y)
-                p = torch.softmax(self.b, 0)
-                residual = p.expand(n, -1).clone()
-                residual[torch.arange(n), self.y] -= 1.0
-                self.g0 = -(self.x.T @ residual) / n
-                jac = torch.diag(p) - torch.outer(p, p)
-                self.hg0 = self.x.T @ ((self.x @ self.g0) @ jac) / n
-        with torch.no_grad():
-            self.W.copy_(self.g0 / l2 - self.hg0 / (l2 * l2))
-        self.l2 = l2
-
-    def standardise(self, x: np.ndarray):
-        torch = self.torch
-        xt = torch.as_tensor(x, device=self.x.device).to(self.x.dtype)
-        return (xt - self.mean) / self.scale
-
-    def fit(self, l2: float) -> None:
-        """Minimise the objective at `l2`, starting from the current W, b and L-BFGS memory."""
-        torch = self.torch
-        if self.opt is None:
-            if self.l2 is not None:  # after the expansion: start from it at this l2 (error < 4% there)
-                self.set_expansion(l2)
-            self.opt = torch.optim.LBFGS(
-                [self.W, self.b],
-                lr=1.0,
-                max_iter=self.max_iter,
-                history_size=self.history,
-                tolerance_grad=self.tol,
-                tolerance_change=self.tol_change,
-                line_search_fn="strong_wolfe",
-            )
-        else:
-            self._carry_memory(l2 - self.l2)
-            # Extrapolate W along the path as if every direction had the top curvature c: exact on the
-            # plateau (l2 >> c, where W ~ g / l2) and ~1 where the data term dominates (l2 << c).
-            with torch.no_grad():
-                self.W.mul_((self.l2 + self.curvature) / (l2 + self.curvature))
-        self.l2 = l2
-        opt, x, y, W, b = self.opt, self.x, self.y, self.W, self.b
-        half_l2 = 0.5 * l2
-
-        def closure():
-            opt.zero_grad(set_to_none=False)
-            # Matmul in the working dtype, the rest in float64: near W = 0 the loss changes by far less than
-            # float32 resolves at its size (log K), and the line search must still see them.
-            logits = (x @ W).double() + b.double()
-            loss = torch.nn.functional.cross_entropy(logits, y) + half_l2 * W.double().square().sum()
-            loss.backward()
-            return loss
-
-        state = opt.state[opt._params[0]]
-        before = state.get("n_iter", 0)
-        opt.step(closure)
-        self.n_iter += state.get("n_iter", 0) - before
-
-    def _carry_memory(self, delta: float) -> None:
-        """Re-use the L-BFGS curvature pairs of the previous l2 for the next one.
-
-        The objectives differ by (delta / 2) ||W||^2, a quadratic: a stored pair (s, y) becomes exact for the
-        new objective with y += delta * s_W (the W block of s). Warm-starting the memory, not just W, is what
-        makes each step along the path cost a few iterations. The pending pair of the last step (whose
-        endpoints belong to the old objective) is voided: s = 0 fails L-BFGS's curvature test and is dropped.
-        """
-        torch = self.torch
-        state = self.opt.state[self.opt._params[0]]
-        if not state.get("old_dirs"):
-            return
-        n_w = self.W.numel()
-        with torch.no_grad():
-            for i, (y, s) in enumerate(zip(state["old_dirs"], state["old_stps"], strict=True)):
-                y[:n_w].add_(s[:n_w], alpha=delta)
-                state["ro"][i] = 1.0 / y.dot(s)
-            y, s = state["old_dirs"][-1], state["old_stps"][-1]
-            state["H_diag"] = y.dot(s) / y.dot(y)
-            state["d"] = torch.zeros_like(state["d"])
-            state["t"] = 0.0
-
-    def predict(self, xs) -> np.ndarray:
-        with self.torch.no_grad():
-            return (xs @ self.W + self.b).argmax(1).cpu().numpy()
-
-    def warm_start_from(self, other: _LogisticPath) -> None:
-        with self.torch.no_grad():
-            self.W.copy_(other.W)
-            self.b.copy_(other.b)
 
 
 def _resolve_dtype(dtype: str, device: str, n: int, p: int):
@@ -421,21 +261,20 @@ def linear_probe(
     of train (seeded by `seed`) is held out for the selection.
 
     The path runs from the strongest to the weakest `l2` (see the module docstring for what `l2` means),
-    each fit warm-started from the previous one with full-batch L-BFGS (strong-Wolfe line search, stop
-    when max |gradient| < `tol` or after `max_iter` iterations); the L-BFGS curvature memory is carried
-    along the path too, corrected exactly for the change of penalty. With `early_stop`, the path ends once
+    each fit warm-started from the previous one with full-batch L-BFGS (stop when max |gradient| <= `tol`
+    or after `max_iter` iterations); the L-BFGS curvature memory is carried along the path too, corrected
+    exactly for the change of penalty, and a value whose corrected gradient is already below `tol` costs
+    no pass over the data (`zoo_rank.probe_solvers.LogisticPath`). With `early_stop`, the path ends once
     `patience` consecutive values (12 = 1.5 decades of the default grid) failed to beat the best
     validation accuracy, counting only values below (1/2) lambda_max(X^T X / N), the curvature bound of
     the data term: above it W only shrinks towards 0 and no prediction changes, however long that
     plateau lasts; or at once on a perfect validation score. Far on the plateau (l2 >= 10 times that
     bound) the fit is its second-order expansion around W = 0 (relative error < 4%, see
-    `_LogisticPath.set_expansion`) instead of an L-BFGS run whose loss changes drown in rounding. The
+    `LogisticPath.set_expansion`) instead of an L-BFGS run whose loss changes drown in rounding. The
     weak end is where L-BFGS needs the most iterations and, past the peak, only overfits further.
     Ties go to the stronger penalty. The chosen value is then refit on train +
     validation (restandardised on those rows), and test top-1 and mean per-class accuracy reported.
     """
-    import torch
-
     split = _prepare(train_x, train_y, test_x, test_y, val_x, val_y, val_fraction, seed)
     grid = _grid(l2_grid)
     from zoo_rank._device import pick_device
@@ -445,7 +284,7 @@ def linear_probe(
     tdtype = _resolve_dtype(dtype, device, *split.fit_x.shape)
 
     t0 = time.perf_counter()
-    path = _LogisticPath(split.fit_x, split.fit_y, n_classes, device, tdtype, tol=tol, max_iter=max_iter)
+    path = LogisticPath(split.fit_x, split.fit_y, n_classes, device, tdtype, tol=tol, max_iter=max_iter)
     val_std = path.standardise(split.val_x)
     val_accs: list[float] = []
     best_acc, best_i, stale = -1.0, 0, 0
@@ -453,16 +292,21 @@ def linear_probe(
     # Above this strength every fit predicts the same (W only shrinks): no evidence of a peak there.
     active_below = path.curvature
     expansion_above = 10.0 * path.curvature
+    fitted = False
     for i, l2 in enumerate(grid):
-        if l2 >= expansion_above and path.opt is None:
+        if l2 >= expansion_above and not fitted:
             path.set_expansion(float(l2))
+            moved = True
         else:
+            evals = path.n_evals
             path.fit(float(l2))
-        acc = float(np.mean(path.predict(val_std) == split.val_y))
-        val_accs.append(acc)
+            # No pass over X means W did not move (the corrected gradient was already below tol).
+            moved, fitted = path.n_evals > evals or not fitted, True
+        acc = accuracy_score(split.val_y, path.predict(val_std)) if moved or not val_accs else val_accs[-1]
+        val_accs.append(float(acc))
         if acc > best_acc:
             best_acc, best_i, stale = acc, i, 0
-            best_W, best_b = path.W.detach().clone(), path.b.detach().clone()
+            best_W, best_b = path.W.clone(), path.b.clone()
         elif l2 < active_below:
             stale += 1
         if early_stop and (stale >= patience or best_acc == 1.0):
@@ -473,13 +317,12 @@ def linear_probe(
     l2 = float(grid[best_i])
     all_x = np.concatenate([split.fit_x, split.val_x])
     all_y = np.concatenate([split.fit_y, split.val_y])
-    final = _LogisticPath(all_x, all_y, n_classes, device, tdtype, tol=tol, max_iter=max_iter)
-    with torch.no_grad():
-        # Warm start in the new standardisation: the same affine function of the raw features.
-        ratio = (final.scale / path.scale).unsqueeze(1)
-        final.W.copy_(best_W * ratio)
-        shifted = best_b + ((final.mean - path.mean) / path.scale) @ best_W
-        final.b.copy_(shifted - shifted.mean())
+    final = LogisticPath(all_x, all_y, n_classes, device, tdtype, tol=tol, max_iter=max_iter)
+    # Warm start in the new standardisation: the same affine function of the raw features.
+    ratio = (final.scale / path.scale).unsqueeze(1)
+    final.W.copy_(best_W * ratio)
+    shifted = best_b + ((final.mean - path.mean) / path.scale) @ best_W
+    final.b.copy_(shifted - shifted.mean())
     final.fit(l2)
     pred = final.predict(final.standardise(split.test_x))
     top1, mpc = accuracies(pred, split.test_y, n_classes)
