@@ -8,6 +8,7 @@ classes that are already separated fine-tune better, so VCI counts -1 and LogME 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from zoo_rank._validation import ZooRankError, check_features_labels
 from zoo_rank.metrics.collapse import (
     SampleSizeWarning,
     class_separation,
-    cosine_similarity,
+    cosine_distance,
     fuzziness,
     probe_trace,
     squared_distance,
@@ -74,17 +75,17 @@ METRICS: dict[str, MetricInfo] = {
             "squared_distance",
             squared_distance,
             _LESS_COLLAPSE,
-            "sum_i ||h_i - mu_k||^2 / (N sum_k ||mu_k - mu_G||^2)",
+            "Tr(S_W) / Tr(S_B), the paper's eq. 4 with N samples per class (S_B weighted by n_k/N when imbalanced)",
             "Hui et al., 2022",
             False,
             +1,
             -1,
         ),
         MetricInfo(
-            "cosine_similarity",
-            cosine_similarity,
+            "cosine_distance",
+            cosine_distance,
             _LESS_COLLAPSE,
-            "mean within-class cosine distance d_within",
+            'mean within-class cosine distance d_within (the paper\'s "Cosine Similarity"; 1 - d_within is the similarity)',
             "Kornblith et al., NeurIPS 2021",
             False,
             +1,
@@ -134,11 +135,26 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
+# Old registry names still accepted (with a FutureWarning) -> the name of what they return.
+DEPRECATED_NAMES = {"cosine_similarity": "cosine_distance"}
+
+
+def _deprecated(old: str) -> str:
+    new = DEPRECATED_NAMES[old]
+    warnings.warn(
+        f"metric {old!r} is now called {new!r} (it returns the within-class cosine distance d_within); "
+        f"the old name will be removed, use {new!r}.",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return new
+
+
 def resolve_metric_names(names: Iterable[str] | None) -> list[str]:
-    """Validate metric names (None -> all, in registry order)."""
+    """Validate metric names (None -> all, in registry order); deprecated names map to their new ones."""
     if names is None:
         return list(METRICS)
-    names = list(names)
+    names = [_deprecated(n) if n in DEPRECATED_NAMES else n for n in names]
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise ZooRankError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}.")
@@ -162,6 +178,13 @@ def compute_metrics(features: Any, labels: Any, names: Iterable[str] | None = No
     return {n: (METRICS[n].fn(*raw) if METRICS[n].needs_raw else METRICS[n].fn(stats)) for n in chosen}
 
 
+def __getattr__(name: str) -> Any:
+    # `from zoo_rank.metrics import cosine_similarity` keeps working, with a FutureWarning.
+    if name in DEPRECATED_NAMES:
+        return globals()[_deprecated(name)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "METRICS",
     "ClassStats",
@@ -169,7 +192,7 @@ __all__ = [
     "SampleSizeWarning",
     "class_separation",
     "compute_metrics",
-    "cosine_similarity",
+    "cosine_distance",
     "fuzziness",
     "h_score",
     "knn_accuracy",
