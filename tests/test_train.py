@@ -470,9 +470,12 @@ def test_reproduce_sec63_tiny(shared_data, cache_dir, tmp_path):
     import sys
 
     from scipy import stats
+    from scipy.special import logit
 
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    if not (shared_data / "tiny-imagenet").is_dir():
+        pytest.skip("../shared/data/tiny-imagenet is absent")
     script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_sec63.py"
     spec = importlib.util.spec_from_file_location("reproduce_sec63", script)
     module = importlib.util.module_from_spec(spec)
@@ -484,33 +487,67 @@ def test_reproduce_sec63_tiny(shared_data, cache_dir, tmp_path):
     text = board.read_text()
     tiny = module.SCALES["tiny"]
     rows = report["rows"]
-    assert [r["model"] for r in rows] == [f"tau={v:g}" for v in tiny.tau] + [
-        f"lambda={v:g}" for v in tiny.lam
-    ]
+    assert [(r["family"], r["value"], r["seed"]) for r in rows] == tiny.runs()
+    assert [r["model"] for r in rows][-2:] == ["tau=1 (seed 1)", "lambda=10 (seed 1)"]
+    sets = {"cifar10", "flowers102", "food101-10", "gtsrb", "clothing10", "sign-digits", "fashion-mnist", "digits"}
     for r in rows:
+        assert set(r["downstream"]) == sets
+        assert r["downstream"]["flowers102"]["metric"] == "mean_per_class"
+        assert r["downstream"]["cifar10"]["metric"] == "top1"
         assert f"| {r['model']} | {r['pretrain_acc']:.4f} |" in text
-        # MLOG is eq. 6 of the reported accuracies: mean_d logit(acc_d) - logit(pretraining acc).
-        logit = lambda p: math.log(p / (1 - p))  # noqa: E731
-        downstream = [d["accuracy"] for d in r["downstream"].values()]
-        assert r["mlog"] == pytest.approx(
-            np.mean([logit(a) for a in downstream]) - logit(r["pretrain_acc"]), abs=1e-9
-        )
-        assert 0.0 <= r["metrics"]["vci"] <= 1.0
-    # The correlation table is Pearson's r of the reported numbers, family by family.
+        # MLOG is eq. 6 of the reported accuracies (clipped by half a test sample), and Cos. sim. = 1 - d_within.
+        n_test = min(d["n_test"] for d in r["downstream"].values())
+        clip = 1 / (2 * min(n_test, r["pretrain_images"]))
+        down = np.clip([d["accuracy"] for d in r["downstream"].values()], clip, 1 - clip)
+        assert r["mlog"] == pytest.approx(np.mean(logit(down)) - logit(np.clip(r["pretrain_acc"], clip, 1 - clip)))
+        assert r["metrics"]["cos_sim"] == pytest.approx(1 - r["metrics"]["cosine_distance"])
+        assert 0.0 <= r["metrics"]["vci"] <= 1.0 and r["source_images"] == 200 * tiny.source_per_class
+    # Correlations are over the seed-0 run of each value, with exact permutation p-values (n = 3: 3! orderings).
     for family in ("tau", "lambda"):
-        members = [r for r in rows if r["family"] == family]
-        for name in ("vci", "cosine_similarity"):
-            expected = stats.pearsonr([r["metrics"][name] for r in members], [r["mlog"] for r in members])[0]
-            assert report["correlations"][family][name]["pearson"] == pytest.approx(expected, abs=1e-9)
-            low, high = report["correlations"][family][name]["ci"]
-            assert low <= high
-    verdict = report["verdict"]
-    assert verdict["vci_positive_in_both"] == (
-        report["correlations"]["tau"]["vci"]["pearson"] > 0
-        and report["correlations"]["lambda"]["vci"]["pearson"] > 0
+        members = [r for r in rows if r["family"] == family and r["seed"] == 0]
+        for name in ("vci", "squared_distance", "cos_sim"):
+            x, y = [r["metrics"][name] for r in members], [r["mlog"] for r in members]
+            got = report["families"][family]["with_mlog"][name]
+            assert got["pearson"] == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-9)
+            assert got["spearman"] == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-9)
+            # With 3 points the exact two-sided p is a multiple of 1/6.
+            assert got["pearson_p"] * 6 == pytest.approx(round(got["pearson_p"] * 6))
+    assert report["verdict"]["vci_positive_in_both"] == (
+        report["families"]["tau"]["with_mlog"]["vci"]["pearson"] > 0
+        and report["families"]["lambda"]["with_mlog"]["vci"]["pearson"] > 0
     )
-    assert (
-        "**Answer:" in text and board.with_suffix(".png").is_file() and board.with_suffix(".json").is_file()
-    )
-    # Trained models are zoo entries with their knob recorded.
-    assert read_record(tmp_path / "out" / "models" / "lambda-10")["value"] == 10.0
+    assert "**Answer:" in text
+    for suffix in (".png", ".json", ".csv"):
+        assert board.with_suffix(suffix).is_file()
+    # Trained models are zoo entries with their knob and seed recorded; a rerun resumes everything.
+    record = read_record(tmp_path / "out" / "models" / "seed1" / "lambda-10")
+    assert (record["value"], record["recipe"]["seed"]) == (10.0, 1)
+    again = module.main(["--tiny", "--out", str(tmp_path / "out"), "--board", str(board), "--quiet"])
+    assert [r["mlog"] for r in again["rows"]] == [r["mlog"] for r in rows]
+    assert again["seconds"] < report["seconds"]
+
+
+def test_exact_permutation_correlations_match_scipy():
+    import importlib.util
+    import sys
+
+    from scipy import stats
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_sec63.py"
+    spec = importlib.util.spec_from_file_location("reproduce_sec63_stats", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    x = np.array([0.3, 0.1, 0.5, 0.2, 0.9, 0.4])
+    y = np.array([1.0, 0.2, 0.8, 0.1, 2.0, 0.3])
+    got = module.exact_correlations(x, y)
+    assert got["pearson"] == pytest.approx(stats.pearsonr(x, y)[0])
+    assert got["spearman"] == pytest.approx(stats.spearmanr(x, y)[0])
+    # Exact p by brute force over all 720 orderings, two-sided as scipy defines it: 2 min(P(r <= r0), P(r >= r0)).
+    import itertools
+
+    r0 = stats.pearsonr(x, y)[0]
+    null = np.array([stats.pearsonr(np.array(p), y)[0] for p in itertools.permutations(x)])
+    expected = min(1.0, 2 * min(np.mean(null <= r0 + 1e-12), np.mean(null >= r0 - 1e-12)))
+    assert got["pearson_p"] == pytest.approx(expected)
+    assert math.isnan(module.exact_correlations([1, 1, 1], [1, 2, 3])["pearson"])
