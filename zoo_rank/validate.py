@@ -347,7 +347,7 @@ def paper_report(tables: dict[str, Any], *, n_boot: int = 1000, seed: int = 0) -
             oriented = sign * np.array([models[i]["metrics"][metric] for i in have], dtype=np.float64)
             vs_published = (
                 None
-                if any(v is None for v in table_mlog)
+                if any(v is None for v in table_mlog) or np.ptp(table_mlog) == 0 or np.ptp(oriented) == 0
                 else {
                     "pearson": float(sps.pearsonr(oriented, table_mlog)[0]),
                     "spearman": float(sps.spearmanr(oriented, table_mlog)[0]),
