@@ -343,7 +343,18 @@ def exact_correlations(x: Any, y: Any) -> dict[str, float]:
     orderings of x against y (720 for n = 6). NaN when x or y is constant.
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    out: dict[str, float] = {"n": len(x)}
+    # A member whose metric is undefined (inf: e.g. every feature zero) is left out of that column's statistics.
+    finite = np.isfinite(x) & np.isfinite(y)
+    out: dict[str, float] = {"n": int(finite.sum()), "n_all": len(x)}
+    x, y = x[finite], y[finite]
+    if out["n"] < 3:
+        return {
+            **out,
+            "pearson": math.nan,
+            "pearson_p": math.nan,
+            "spearman": math.nan,
+            "spearman_p": math.nan,
+        }
     for name, (a, b) in {"pearson": (x, y), "spearman": (stats.rankdata(x), stats.rankdata(y))}.items():
         if np.ptp(a) == 0 or np.ptp(b) == 0:
             out[name], out[f"{name}_p"] = math.nan, math.nan
@@ -472,7 +483,8 @@ def _f(x: Any, digits: int = 4) -> str:
 def _corr(c: dict[str, float], stat: str = "pearson") -> str:
     if not c or not math.isfinite(c.get(stat, math.nan)):
         return "n/a"
-    return f"{c[stat]:+.2f} (p={c[f'{stat}_p']:.3f})"
+    dropped = f", n={c['n']} of {c['n_all']}" if c.get("n_all", c["n"]) != c["n"] else ""
+    return f"{c[stat]:+.2f} (p={c[f'{stat}_p']:.3f}{dropped})"
 
 
 def statement(report: dict[str, Any]) -> str:
@@ -601,6 +613,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "the quantity the paper's Table 2 column COS SIM behaves as, and the one correlated below. Sq. distance = "
         "Tr(Sigma_W)/Tr(Sigma_B) (eq. 4).",
         "",
+        *_undefined_notes(rows),
     ]
     if fam.get("tau", {}).get("with_mlog") and fam.get("lambda", {}).get("with_mlog"):
         ref = report["paper_reference"]
@@ -679,6 +692,27 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
     ]
     write_text_atomic(path, "\n".join(lines))
+
+
+def _undefined_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Say why a metric is n/a: a model without between-class spread (e.g. a dead network) makes it 0/0."""
+    notes = []
+    for r in rows:
+        bad = [TITLES.get(c, c) for c in (*COLUMNS, "cosine_distance") if not math.isfinite(r["metrics"][c])]
+        if not bad:
+            continue
+        dead = r["metrics"]["cosine_distance"] == 1.0
+        notes.append(
+            f"> {r['model']}: {', '.join(bad)} undefined (n/a): "
+            + (
+                "every source feature of this model is 0 (Cos. dist. = 1: no feature vector has a direction), "
+                "a network whose last ReLUs all died in training; its VCI of 1 is the no-class-structure value. "
+                if dead
+                else "its class means coincide. "
+            )
+            + "Correlations leave it out of the undefined columns (n is then given)."
+        )
+    return [*notes, *([""] if notes else [])]
 
 
 def _learned_section(report: dict[str, Any]) -> list[str]:
