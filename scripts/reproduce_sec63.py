@@ -346,7 +346,6 @@ def exact_correlations(x: Any, y: Any) -> dict[str, float]:
     # A member whose metric is undefined (inf: e.g. every feature zero) is left out of that column's statistics.
     finite = np.isfinite(x) & np.isfinite(y)
     out: dict[str, float] = {"n": int(finite.sum()), "n_all": len(x)}
-    x, y = x[finite], y[finite]
     if out["n"] < 3:
         return {
             **out,
@@ -355,6 +354,7 @@ def exact_correlations(x: Any, y: Any) -> dict[str, float]:
             "spearman": math.nan,
             "spearman_p": math.nan,
         }
+    x, y = x[finite], y[finite]
     for name, (a, b) in {"pearson": (x, y), "spearman": (stats.rankdata(x), stats.rankdata(y))}.items():
         if np.ptp(a) == 0 or np.ptp(b) == 0:
             out[name], out[f"{name}_p"] = math.nan, math.nan
@@ -418,15 +418,21 @@ def _seed_spread(runs: list[dict[str, Any]], members: list[dict[str, Any]]) -> l
         same = [r for r in runs if r["value"] == value]
         row = {"value": value, "n_seeds": len(same)}
         for key in (*COLUMNS, "mlog", "pretrain_acc"):
-            values = [r["metrics"][key] if key in r["metrics"] else r[key] for r in same]
-            family = [r["metrics"][key] if key in r["metrics"] else r[key] for r in members]
+            values = _finite([r["metrics"][key] if key in r["metrics"] else r[key] for r in same])
+            family = _finite([r["metrics"][key] if key in r["metrics"] else r[key] for r in members])
             row[key] = {
-                "mean": float(np.mean(values)),
-                "sd": float(np.std(values, ddof=1)),
-                "family_range": float(np.ptp(family)),
+                "mean": float(np.mean(values)) if len(values) else math.nan,
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                "family_range": float(np.ptp(family)) if len(family) else math.nan,
             }
         spread.append(row)
     return spread
+
+
+def _finite(values: list[float]) -> np.ndarray:
+    """The defined values (an undefined metric is inf)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return arr[np.isfinite(arr)]
 
 
 def verdict(fam: dict[str, Any]) -> dict[str, Any]:
