@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from zoo_rank.metrics import (
     ClassStats,
     class_separation,
-    cosine_similarity,
+    cosine_distance,
     fuzziness,
     gbc,
     leep,
@@ -153,7 +153,7 @@ def main() -> None:
         ("vci", vci),
         ("fuzziness", fuzziness),
         ("squared_distance", squared_distance),
-        ("cosine_similarity", cosine_similarity),
+        ("cosine_distance", cosine_distance),
         ("class_separation", class_separation),
     ]:
         # Each repetition starts cold: the shared eigendecomposition is cleared and recomputed.
@@ -179,7 +179,7 @@ def main() -> None:
         ref = {
             "vci": (t_naive, naive_v),
             "fuzziness": (t_naive, naive_f),
-            "cosine_similarity": (t_pairs_full, None),
+            "cosine_distance": (t_pairs_full, None),
         }.get(name)
         if ref:
             extra = (
@@ -217,7 +217,7 @@ def main() -> None:
     _, t_half = timed(lambda: ClassStats.from_arrays(x[: n // 2], y[: n // 2]))
     print(
         f"\ncosine scaling: ClassStats pass on N/2 {t_half:.2f} s vs N {t_stats:.2f} s (linear in N); "
-        f"value on N/2 {cosine_similarity(half):.6g}"
+        f"value on N/2 {cosine_distance(half):.6g}"
     )
     if args.device != "cpu":
         device_pass(x, y, torch.device(args.device), ours)
@@ -310,7 +310,7 @@ def device_pass(x: np.ndarray, y: np.ndarray, device, cpu_values: dict) -> None:
     for name, fn in [
         ("vci", vci),
         ("squared_distance", squared_distance),
-        ("cosine_similarity", cosine_similarity),
+        ("cosine_distance", cosine_distance),
     ]:
         print(f"  {name} from the {device} stats {fn(stats):.10g} vs CPU {cpu_values[name]:.10g}")
 

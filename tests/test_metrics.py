@@ -18,11 +18,12 @@ from zoo_rank.metrics import (
     SampleSizeWarning,
     class_separation,
     compute_metrics,
-    cosine_similarity,
+    cosine_distance,
     fuzziness,
     h_score,
     knn_accuracy,
     logme,
+    resolve_metric_names,
     squared_distance,
     vci,
 )
@@ -213,20 +214,64 @@ def test_fuzziness_matches_naive_top_eigendirections():
         assert fuzziness(x, y) == pytest.approx(expected, rel=1e-8)
 
 
-def test_squared_distance_matches_definition():
-    x, y = blobs(imbalance=True)
+def naive_squared_distance_balanced(x, y):
+    """The paper's eq. 4 as printed: sum_{k,i} ||h_ki - mu_k||^2 / (N sum_k ||mu_k - mu_G||^2), N per class."""
     classes = np.unique(y)
+    n_per_class = len(x) // len(classes)
     means = {c: x[y == c].mean(0) for c in classes}
     num = sum(np.sum((x[i] - means[y[i]]) ** 2) for i in range(len(x)))
-    den = len(x) * sum(np.sum((means[c] - x.mean(0)) ** 2) for c in classes)
-    assert squared_distance(x, y) == pytest.approx(num / den, rel=1e-9)
+    den = n_per_class * sum(np.sum((means[c] - x.mean(0)) ** 2) for c in classes)
+    return num / den
+
+
+def test_squared_distance_is_paper_eq4_on_balanced_data():
+    rng = np.random.default_rng(3)
+    k, n, p = 7, 40, 9
+    y = np.repeat(np.arange(k), n)
+    x = rng.normal(scale=2.0, size=(k, p))[y] + rng.normal(size=(k * n, p)) + 50.0  # large common offset
+    expected = naive_squared_distance_balanced(x, y)
+    _, sigma_b, sigma_w = naive_covs(x, y)
+    assert expected == pytest.approx(np.trace(sigma_w) / np.trace(sigma_b), rel=1e-12)
+    assert squared_distance(x, y) == pytest.approx(expected, rel=1e-9)
+    assert squared_distance(x.astype(np.float32), y) == pytest.approx(expected, rel=1e-4)
+    # Not 1/K of it (the old total-N normalisation).
+    assert squared_distance(x, y) > 2 * expected / k
+
+
+def test_squared_distance_imbalanced_weights_classes_as_vci():
+    x, y = blobs(imbalance=True)
+    classes = np.unique(y)
+    mu_g = x.mean(0)
+    w = {c: np.mean(y == c) for c in classes}
+    within = sum(np.sum((x[y == c] - x[y == c].mean(0)) ** 2) for c in classes) / len(x)
+    between = sum(w[c] * np.sum((x[y == c].mean(0) - mu_g) ** 2) for c in classes)
+    assert len({int(np.sum(y == c)) for c in classes}) > 1
+    assert squared_distance(x, y) == pytest.approx(within / between, rel=1e-9)
+    _, sigma_b, sigma_w = naive_covs(x, y)
+    assert squared_distance(x, y) == pytest.approx(np.trace(sigma_w) / np.trace(sigma_b), rel=1e-9)
 
 
 def test_cosine_paths_equal_all_pairs_definition():
     x, y = blobs(imbalance=True, offset=0.5)
     d_within, separation = all_pairs_cosine(x, y)
-    assert cosine_similarity(x, y) == pytest.approx(d_within, rel=1e-10)
+    assert cosine_distance(x, y) == pytest.approx(d_within, rel=1e-10)
     assert class_separation(x, y) == pytest.approx(separation, rel=1e-10)
+
+
+def test_cosine_similarity_name_is_deprecated_not_broken():
+    x, y = blobs()
+    assert "cosine_distance" in METRICS and "cosine_similarity" not in METRICS
+    assert "Cosine Similarity" in METRICS["cosine_distance"].description
+    with pytest.warns(FutureWarning, match="cosine_distance"):
+        from zoo_rank.metrics import cosine_similarity
+    assert cosine_similarity(x, y) == cosine_distance(x, y)
+    with pytest.warns(FutureWarning, match="now called 'cosine_distance'"):
+        assert resolve_metric_names(["vci", "cosine_similarity"]) == ["vci", "cosine_distance"]
+    with pytest.warns(FutureWarning):
+        scores = compute_metrics(x, y, ["cosine_similarity"])
+    assert scores == {"cosine_distance": pytest.approx(cosine_distance(x, y))}
+    with pytest.raises(ImportError):
+        from zoo_rank.metrics import cosine_sim  # noqa: F401
 
 
 def test_h_score_matches_reference():

@@ -83,10 +83,12 @@ def test_lambda_loss_formula_and_sign():
     logits, labels = torch.randn(12, 3, generator=g), torch.arange(12) % 3
     features = torch.randn(12, 5, generator=g).abs()
     parts = make_loss("lambda", 2.5)(logits, features, labels)
-    expected = F.cross_entropy(logits, labels) + 2.5 * (1 - within_class_cosine(features, labels))
+    # L = CE + lambda * S (the paper's sign): the similarity itself is added, not the distance.
+    expected = F.cross_entropy(logits, labels) + 2.5 * within_class_cosine(features, labels)
     assert parts.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert parts.cosine_distance.item() == pytest.approx(1 - within_class_cosine(features, labels).item())
 
-    # Gradient descent on free features: the larger lambda, the smaller the within-class cosine distance.
+    # Gradient descent on free features: the larger lambda, the larger the within-class cosine distance.
     def distance_after(lam: float) -> float:
         h = features.clone().requires_grad_(True)
         head = torch.nn.Linear(5, 3)
@@ -101,7 +103,7 @@ def test_lambda_loss_formula_and_sign():
         return 1 - within_class_cosine(h.detach(), labels).item()
 
     d0, d5, d10 = distance_after(0.0), distance_after(5.0), distance_after(10.0)
-    assert d10 < d5 < d0
+    assert d0 < d5 < d10
 
 
 def test_bad_family_values():
@@ -297,6 +299,34 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+def test_lambda_training_spreads_classes_in_angle(tmp_path):
+    """On one fixed tiny run, lambda > 0 lowers within-class cosine similarity and raises Squared Distance.
+
+    The paper's Table 2 direction (lambda 2.5 -> 10: COS SIM 0.41 -> 0.17, Squared Distance 2.78 -> 9.96),
+    measured on the fixed train subset after training: 4 classes, 16 images each, 32 SGD steps.
+    """
+    import polars as pl
+
+    train_file = _toy_parquet(tmp_path / "train.parquet", 16, seed=0, n_classes=4)
+    test_file = _toy_parquet(tmp_path / "test.parquet", 8, seed=1, n_classes=4)
+    recipe = get_recipe(
+        "small-fmnist", name="toy-lambda", train_data=str(train_file), test_data=str(test_file),
+        train_split=None, test_split=None, n_per_class=16, model_args={"channels": (8, 16, 32, 64), "stem_width": 8},
+        img_size=16, mean=(0.2, 0.2, 0.2), std=(0.3, 0.3, 0.3), epochs=4, batch_size=8, warmup_epochs=0,
+        lr_per_256=1.0, track_every=4, track_train_per_class=16, track_test_per_class=None, spectrum_top=8,
+    )  # fmt: skip
+
+    def measured(lam: float) -> dict:
+        run_dir = train(recipe, "lambda", lam, tmp_path / "runs", quiet=True).run_dir
+        return pl.read_csv(run_dir / "tracking.csv").filter(pl.col("split") == "train").to_dicts()[-1]
+
+    plain, spread = measured(0.0), measured(10.0)
+    # cosine_distance = d_within = 1 - the mean within-class cosine similarity.
+    assert 1 - spread["cosine_distance"] < 1 - plain["cosine_distance"]
+    assert spread["squared_distance"] > plain["squared_distance"]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_train_exports_zoo_entry_and_resumes_exactly(toy_recipe, full_run, tmp_path):
     import polars as pl
     import timm
@@ -440,9 +470,12 @@ def test_reproduce_sec63_tiny(shared_data, cache_dir, tmp_path):
     import sys
 
     from scipy import stats
+    from scipy.special import logit
 
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    if not (shared_data / "tiny-imagenet").is_dir():
+        pytest.skip("../shared/data/tiny-imagenet is absent")
     script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_sec63.py"
     spec = importlib.util.spec_from_file_location("reproduce_sec63", script)
     module = importlib.util.module_from_spec(spec)
@@ -454,34 +487,67 @@ def test_reproduce_sec63_tiny(shared_data, cache_dir, tmp_path):
     text = board.read_text()
     tiny = module.SCALES["tiny"]
     rows = report["rows"]
-    assert [r["model"] for r in rows] == [f"tau={v:g}" for v in tiny.tau] + [
-        f"lambda={v:g}" for v in tiny.lam
-    ]
+    assert [(r["family"], r["value"], r["seed"]) for r in rows] == tiny.runs()
+    assert [r["model"] for r in rows][-2:] == ["tau=1 (seed 1)", "lambda=10 (seed 1)"]
+    sets = {"cifar10", "flowers102", "food101-10", "gtsrb", "clothing10", "sign-digits", "fashion-mnist", "digits"}
     for r in rows:
+        assert set(r["downstream"]) == sets
+        assert r["downstream"]["flowers102"]["metric"] == "mean_per_class"
+        assert r["downstream"]["cifar10"]["metric"] == "top1"
         assert f"| {r['model']} | {r['pretrain_acc']:.4f} |" in text
-        # MLOG is eq. 6 of the reported accuracies: mean_d logit(acc_d) - logit(pretraining acc).
-        logit = lambda p: math.log(p / (1 - p))  # noqa: E731
-        downstream = [d["accuracy"] for d in r["downstream"].values()]
-        assert r["mlog"] == pytest.approx(
-            np.mean([logit(a) for a in downstream]) - logit(r["pretrain_acc"]), abs=1e-9
-        )
-        assert 0.0 <= r["metrics"]["vci"] <= 1.0
-    # The correlation table is Pearson's r of the reported numbers, family by family.
+        # MLOG is eq. 6 of the reported accuracies (clipped by half a test sample), and Cos. sim. = 1 - d_within.
+        n_test = min(d["n_test"] for d in r["downstream"].values())
+        clip = 1 / (2 * min(n_test, r["pretrain_images"]))
+        down = np.clip([d["accuracy"] for d in r["downstream"].values()], clip, 1 - clip)
+        assert r["mlog"] == pytest.approx(np.mean(logit(down)) - logit(np.clip(r["pretrain_acc"], clip, 1 - clip)))
+        assert r["metrics"]["cos_sim"] == pytest.approx(1 - r["metrics"]["cosine_distance"])
+        assert 0.0 <= r["metrics"]["vci"] <= 1.0 and r["source_images"] == 200 * tiny.source_per_class
+    # Correlations are over the seed-0 run of each value, with exact permutation p-values (n = 3: 3! orderings).
     for family in ("tau", "lambda"):
-        members = [r for r in rows if r["family"] == family]
-        for name in ("vci", "cosine_similarity"):
-            expected = stats.pearsonr([r["metrics"][name] for r in members], [r["mlog"] for r in members])[0]
-            assert report["correlations"][family][name]["pearson"] == pytest.approx(expected, abs=1e-9)
-            c = report["correlations"][family][name]
-            low, high = c["ci"]  # a family under 10 models has an exact permutation p-value instead
-            assert low <= high if math.isfinite(low) else 0 < c["p"] <= 1
-    verdict = report["verdict"]
-    assert verdict["vci_positive_in_both"] == (
-        report["correlations"]["tau"]["vci"]["pearson"] > 0
-        and report["correlations"]["lambda"]["vci"]["pearson"] > 0
+        members = [r for r in rows if r["family"] == family and r["seed"] == 0]
+        for name in ("vci", "squared_distance", "cos_sim"):
+            x, y = [r["metrics"][name] for r in members], [r["mlog"] for r in members]
+            got = report["families"][family]["with_mlog"][name]
+            assert got["pearson"] == pytest.approx(stats.pearsonr(x, y)[0], abs=1e-9)
+            assert got["spearman"] == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-9)
+            # With 3 points the exact two-sided p is a multiple of 1/6.
+            assert got["pearson_p"] * 6 == pytest.approx(round(got["pearson_p"] * 6))
+    assert report["verdict"]["vci_positive_in_both"] == (
+        report["families"]["tau"]["with_mlog"]["vci"]["pearson"] > 0
+        and report["families"]["lambda"]["with_mlog"]["vci"]["pearson"] > 0
     )
-    assert (
-        "**Answer:" in text and board.with_suffix(".png").is_file() and board.with_suffix(".json").is_file()
-    )
-    # Trained models are zoo entries with their knob recorded.
-    assert read_record(tmp_path / "out" / "models" / "lambda-10")["value"] == 10.0
+    assert "**Answer:" in text
+    for suffix in (".png", ".json", ".csv"):
+        assert board.with_suffix(suffix).is_file()
+    # Trained models are zoo entries with their knob and seed recorded; a rerun resumes everything.
+    record = read_record(tmp_path / "out" / "models" / "seed1" / "lambda-10")
+    assert (record["value"], record["recipe"]["seed"]) == (10.0, 1)
+    again = module.main(["--tiny", "--out", str(tmp_path / "out"), "--board", str(board), "--quiet"])
+    assert [r["mlog"] for r in again["rows"]] == [r["mlog"] for r in rows]
+    assert again["seconds"] < report["seconds"]
+
+
+def test_exact_permutation_correlations_match_scipy():
+    import importlib.util
+    import sys
+
+    from scipy import stats
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_sec63.py"
+    spec = importlib.util.spec_from_file_location("reproduce_sec63_stats", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    x = np.array([0.3, 0.1, 0.5, 0.2, 0.9, 0.4])
+    y = np.array([1.0, 0.2, 0.8, 0.1, 2.0, 0.3])
+    got = module.exact_correlations(x, y)
+    assert got["pearson"] == pytest.approx(stats.pearsonr(x, y)[0])
+    assert got["spearman"] == pytest.approx(stats.spearmanr(x, y)[0])
+    # Exact p by brute force over all 720 orderings, two-sided as scipy defines it: 2 min(P(r <= r0), P(r >= r0)).
+    import itertools
+
+    r0 = stats.pearsonr(x, y)[0]
+    null = np.array([stats.pearsonr(np.array(p), y)[0] for p in itertools.permutations(x)])
+    expected = min(1.0, 2 * min(np.mean(null <= r0 + 1e-12), np.mean(null >= r0 - 1e-12)))
+    assert got["pearson_p"] == pytest.approx(expected)
+    assert math.isnan(module.exact_correlations([1, 1, 1], [1, 2, 3])["pearson"])

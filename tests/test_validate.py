@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,13 +133,60 @@ def test_constant_scores_give_nan_not_a_crash():
 # ---- the paper's tables ------------------------------------------------------------------------
 
 
-def test_published_tables_are_not_bundled_and_say_so():
-    with pytest.raises(ZooRankError, match="not bundled"):
-        load_paper_tables()
+SHARED_PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "xu-liu-2023-tables.json"
+
+
+def test_shipped_tables_equal_the_shared_transcription():
+    from zoo_rank.paper import TABLES_FILE
+
+    shipped = load_paper_tables()
+    assert shipped == json.loads(TABLES_FILE.read_text()) and "ICML 2023" in shipped["source"]
+    assert [m["name"] for m in shipped["models"]][:2] == ["tau=0.1", "tau=0.2"] and len(shipped["models"]) == 11
+    if not SHARED_PAPER.is_file():
+        pytest.skip(f"{SHARED_PAPER} is absent")
+    assert shipped == json.loads(SHARED_PAPER.read_text())
+
+
+def test_paper_report_on_shipped_tables_matches_published_mlog_and_figure7():
+    tables = load_paper_tables()
+    report = paper_report(tables, n_boot=0)
+    for row, m in zip(report["mlog"], tables["models"], strict=True):
+        # eq. 6 by hand, with the table's percentages: mean_d logit(acc_d) - logit(pretraining acc).
+        down = np.array([m["downstream_acc"][d] for d in tables["datasets"]]) / 100
+        by_hand = np.mean(np.log(down / (1 - down))) - math.log(m["pretrain_acc"] / (100 - m["pretrain_acc"]))
+        assert row["mlog"] == pytest.approx(by_hand, abs=1e-12)
+        assert abs(row["mlog"] - m["mlog"]) < 6e-4  # rounding of the printed accuracies
+    by = {(c["group"], c["metric"]): c for c in report["correlations"]}
+    # Pearson r of each raw metric with the published MLOG (../shared/paper/README.md, the paper's Fig. 7).
+    expected = {
+        "tau": {"vci": 0.995, "fuzziness": 0.986, "squared_distance": 1.000, "cos_sim": -0.989},
+        "lambda": {"vci": 0.975, "fuzziness": -0.415, "squared_distance": -0.996, "cos_sim": 0.978},
+    }
+    for group, values in expected.items():
+        for metric, r in values.items():
+            c = by[(group, metric)]
+            assert c["sign"] == 1 and c["vs_published"]["pearson"] == pytest.approx(r, abs=5e-4)
+            assert c["pearson"] == pytest.approx(r, abs=1.5e-3)  # recomputed MLOG: third decimal may move
+            x = [m["metrics"][metric] for m in tables["models"] if m["group"] == group]
+            published = [m["mlog"] for m in tables["models"] if m["group"] == group]
+            assert c["vs_published"]["spearman"] == pytest.approx(stats.spearmanr(x, published)[0])
+    assert by[("lambda", "fuzziness")]["vs_published"]["spearman"] == pytest.approx(-0.4)
+    assert by[("tau", "cos_sim")]["spearman"] == pytest.approx(-1.0)
+
+
+def test_validate_paper_cli_prints_both_groups():
+    from typer.testing import CliRunner
+
+    from zoo_rank.cli import app
+
+    result = CliRunner().invoke(app, ["validate", "--paper"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    for text in ("group tau", "group lambda", "+0.3251", "+0.3250", "-0.2373", "-0.2375", "+0.995", "-0.415"):
+        assert text in result.output, text
 
 
 def _tables(tmp_path, **extra):
-    """A tables file in the documented schema, with made-up numbers (the published ones are not bundled)."""
+    """A tables file in the documented schema, with made-up numbers."""
     rng = np.random.default_rng(1)
     datasets = ["a", "b", "c"]
     models = []

@@ -57,7 +57,8 @@ _TITLES = {
     "vci": "VCI",
     "fuzziness": "Fuzziness",
     "squared_distance": "Sq. distance",
-    "cosine_similarity": "Cosine dist.",
+    "cosine_distance": "Cosine dist.",
+    "cosine_similarity": "Cosine dist.",  # the old registry name, in result files written before the rename
     "class_separation": "Class sep.",
     "h_score": "H-score",
     "vci_lw": "VCI-LW",

@@ -7,7 +7,7 @@
   literature report), top-1 selection regret, and how sure they are: exact permutation p-values below
   10 models, BCa bootstrap intervals over models from 10 on (zoo_rank.significance).
 - `paper_report`: recompute MLOG and the metric-vs-MLOG correlations from the paper's Tables 1-2 given
-  as a JSON file (schema below). The published numbers are NOT bundled with this package.
+  as a JSON file (schema below); the published tables ship with the package (`zoo_rank/paper/`).
 
 Sign convention: every function correlates `sign * scores` with `targets`, where a higher target is
 better transfer. Pass `sign=-1` for a score where lower predicts better transfer (e.g. VCI scored on
@@ -41,12 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import special
+from scipy import stats as sps
 
 from zoo_rank._validation import ZooRankError
+from zoo_rank.paper import TABLES_FILE as PAPER_TABLES_FILE
 from zoo_rank.significance import PERMUTATION_BELOW, bootstrap_intervals, permutation_p_values
 
 STATISTICS = ("pearson", "spearman", "kendall", "weighted_tau")
-PAPER_TABLES_FILE = Path(__file__).with_name("paper_tables.json")
 PAPER_SCHEMA = "zoo_rank.paper_tables/1"
 
 
@@ -79,8 +81,8 @@ def _as_fraction_array(acc: Any, name: str, clip: float | None) -> np.ndarray:
 
 
 def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)), elementwise."""
-    return np.log(p) - np.log1p(-p)
+    """log(p / (1 - p)), elementwise (scipy.special.logit)."""
+    return special.logit(p)
 
 
 def mlog(downstream_acc: Any, pretrain_acc: Any, *, clip: float | None = None) -> Any:
@@ -242,17 +244,9 @@ def metric_sign(name: str, mode: str = "target") -> int:
 def load_paper_tables(path: str | Path | None = None) -> dict[str, Any]:
     """Read and check a paper-tables JSON file (schema in the module docstring).
 
-    Without `path`, the package's own `paper_tables.json` is read; it is not shipped, because the
-    published numbers could not be obtained for this release, so that call raises with a pointer.
+    Without `path`, the package's own copy of the paper's Tables 1-2 is read (`zoo_rank/paper/`).
     """
-    if path is None:
-        if not PAPER_TABLES_FILE.is_file():
-            raise ZooRankError(
-                "the published tables of Xu & Liu (ICML 2023) are not bundled with zoo_rank; transcribe "
-                "Tables 1-2 into a JSON file following the schema in zoo_rank/validate.py and pass --tables FILE."
-            )
-        path = PAPER_TABLES_FILE
-    path = Path(path)
+    path = Path(PAPER_TABLES_FILE if path is None else path)
     try:
         tables = json.loads(path.read_text())
     except FileNotFoundError:
@@ -287,7 +281,9 @@ def paper_report(tables: dict[str, Any], *, n_boot: int = 1000, seed: int = 0) -
     """Recompute MLOG from Table 1 + pretraining accuracy, and correlate each metric with it per group.
 
     Returns {"mlog": [{name, group, mlog, published}], "correlations": [{group, metric, sign,
-    **Correlations.to_dict(), published}], "refused": [{group, metric, reason}]}.
+    **Correlations.to_dict(), published, vs_published}], "refused": [{group, metric, reason}]}, where
+    `vs_published` = {"pearson", "spearman"} of sign * metric with the table's own MLOG column (None when
+    a member has none); the other statistics use the MLOG recomputed from Table 1 (eq. 6).
     """
     scale = 100.0 if tables.get("accuracy_unit", "percent") == "percent" else 1.0
     datasets = tables["datasets"]
@@ -303,7 +299,7 @@ def paper_report(tables: dict[str, Any], *, n_boot: int = 1000, seed: int = 0) -
     correlations, refused = [], []
     for group in dict.fromkeys(m["group"] for m in models):
         members = [i for i, m in enumerate(models) if m["group"] == group]
-        names = sorted({k for i in members for k in models[i].get("metrics", {})})
+        names = list(dict.fromkeys(k for i in members for k in models[i].get("metrics", {})))
         for metric in names:
             have = [i for i in members if metric in models[i].get("metrics", {})]
             try:
@@ -318,12 +314,23 @@ def paper_report(tables: dict[str, Any], *, n_boot: int = 1000, seed: int = 0) -
             except ZooRankError as err:
                 refused.append({"group": group, "metric": metric, "reason": str(err)})
                 continue
+            table_mlog = [models[i].get("mlog") for i in have]
+            oriented = sign * np.array([models[i]["metrics"][metric] for i in have], dtype=np.float64)
+            vs_published = (
+                None
+                if any(v is None for v in table_mlog) or np.ptp(table_mlog) == 0 or np.ptp(oriented) == 0
+                else {
+                    "pearson": float(sps.pearsonr(oriented, table_mlog)[0]),
+                    "spearman": float(sps.spearmanr(oriented, table_mlog)[0]),
+                }
+            )
             correlations.append(
                 {
                     "group": group,
                     "metric": metric,
                     **corr.to_dict(),
                     "published": published.get(group, {}).get(metric),
+                    "vs_published": vs_published,
                 }
             )
     return {
@@ -460,26 +467,33 @@ def run_validation(
 
 
 def print_paper_report(report: dict[str, Any]) -> None:
-    """Recomputed MLOG beside the published column, then the correlations per group (rich tables)."""
+    """Per group: recomputed MLOG beside the published column, then Pearson / Spearman of each metric with MLOG."""
     from rich.table import Table
 
     from zoo_rank._console import console
 
-    t = Table(title=f"MLOG recomputed from Table 1 ({report['source']})")
-    for col in ("model", "group", "MLOG (ours)", "MLOG (published)"):
-        t.add_column(col)
-    for r in report["mlog"]:
-        pub = "" if r["published"] is None else f"{r['published']:.4f}"
-        t.add_row(r["name"], r["group"], f"{r['mlog']:.4f}", pub)
-    console().print(t)
-    c = Table(title="metric vs MLOG, per group (sign * metric)")
-    for col in ("group", "metric", "sign", *STATISTICS, "regret", "published"):
-        c.add_column(col)
-    for r in report["correlations"]:
-        c.add_row(
-            r["group"], r["metric"], f"{r['sign']:+d}", *(f"{r[s]:.3f}" for s in STATISTICS), f"{r['regret']:.4f}",
-            "" if r["published"] is None else json.dumps(r["published"]),
-        )  # fmt: skip
-    console().print(c)
+    out = console()
+    out.print(report["source"], highlight=False)
+    for group in dict.fromkeys(r["group"] for r in report["mlog"]):
+        t = Table(title=f"group {group}: MLOG (eq. 6) recomputed from Table 1")
+        for col in ("model", "MLOG recomputed", "MLOG published", "difference"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for r in (r for r in report["mlog"] if r["group"] == group):
+            pub = r["published"]
+            t.add_row(
+                r["name"], f"{r['mlog']:+.4f}", "" if pub is None else f"{pub:+.4f}",
+                "" if pub is None else f"{r['mlog'] - pub:+.5f}",
+            )  # fmt: skip
+        out.print(t)
+        c = Table(title=f"group {group}: sign * metric vs MLOG")
+        for col in ("metric", "sign", "Pearson", "Spearman", "Pearson (published MLOG)", "Spearman (published MLOG)"):
+            c.add_column(col, justify="left" if col == "metric" else "right")
+        for r in (r for r in report["correlations"] if r["group"] == group):
+            pub = r.get("vs_published") or {}
+            c.add_row(
+                r["metric"], f"{r['sign']:+d}", f"{r['pearson']:+.3f}", f"{r['spearman']:+.3f}",
+                *(f"{pub[k]:+.3f}" if k in pub else "" for k in ("pearson", "spearman")),
+            )  # fmt: skip
+        out.print(c)
     for r in report["refused"]:
-        console().print(f"{r['group']} / {r['metric']}: not correlated: {r['reason']}")
+        out.print(f"{r['group']} / {r['metric']}: not correlated: {r['reason']}")

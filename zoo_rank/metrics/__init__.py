@@ -18,7 +18,7 @@ from zoo_rank._validation import ZooRankError, check_features_labels
 from zoo_rank.metrics.collapse import (
     SampleSizeWarning,
     class_separation,
-    cosine_similarity,
+    cosine_distance,
     estimator_text,
     fuzziness,
     probe_trace,
@@ -119,17 +119,17 @@ METRICS: dict[str, MetricInfo] = {
             "squared_distance",
             squared_distance,
             _LESS_COLLAPSE,
-            "sum_i ||h_i - mu_k||^2 / (N sum_k ||mu_k - mu_G||^2)",
+            "Tr(S_W) / Tr(S_B), the paper's eq. 4 with N samples per class (S_B weighted by n_k/N when imbalanced)",
             "Hui et al., 2022",
             False,
             +1,
             -1,
         ),
         MetricInfo(
-            "cosine_similarity",
-            cosine_similarity,
+            "cosine_distance",
+            cosine_distance,
             _LESS_COLLAPSE,
-            "mean within-class cosine distance d_within",
+            'mean within-class cosine distance d_within (the paper\'s "Cosine Similarity"; 1 - d_within is the similarity)',
             "Kornblith et al., NeurIPS 2021",
             False,
             +1,
@@ -304,6 +304,21 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
+# Old registry names still accepted (with a FutureWarning) -> the name of what they return.
+DEPRECATED_NAMES = {"cosine_similarity": "cosine_distance"}
+
+
+def _deprecated(old: str) -> str:
+    new = DEPRECATED_NAMES[old]
+    warnings.warn(
+        f"metric {old!r} is now called {new!r} (it returns the within-class cosine distance d_within); "
+        f"the old name will be removed, use {new!r}.",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return new
+
+
 def resolve_metric_names(names: Iterable[str] | None, *, source_probs: bool = False) -> list[str]:
     """Validate metric names. None -> the default list in registry order: every metric but the slow
     model-selection scores (`in_default=False`) and, unless `source_probs` says it is given, those that
@@ -312,7 +327,7 @@ def resolve_metric_names(names: Iterable[str] | None, *, source_probs: bool = Fa
         return [
             n for n, m in METRICS.items() if m.in_default and (source_probs or m.needs != "source_probs")
         ]
-    names = list(names)
+    names = [_deprecated(n) if n in DEPRECATED_NAMES else n for n in names]
     if names == ["all"]:
         return list(METRICS)
     unknown = [n for n in names if n not in METRICS]
@@ -397,6 +412,13 @@ def compute_metrics(
     return MetricScores(values, reasons, estimators)
 
 
+def __getattr__(name: str) -> Any:
+    # `from zoo_rank.metrics import cosine_similarity` keeps working, with a FutureWarning.
+    if name in DEPRECATED_NAMES:
+        return globals()[_deprecated(name)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "METRICS",
     "NEEDS",
@@ -409,7 +431,7 @@ __all__ = [
     "UndefinedMetricError",
     "class_separation",
     "compute_metrics",
-    "cosine_similarity",
+    "cosine_distance",
     "fuzziness",
     "gbc",
     "h_score",

@@ -175,18 +175,22 @@ def fuzziness(features: Any, labels: Any | None = None, *, rcond: float | None =
 
 
 def squared_distance(features: Any, labels: Any | None = None) -> float:
-    """Hui et al. 2022: sum_i ||h_i - mu_{y_i}||^2 / (N sum_k ||mu_k - mu_G||^2).
+    """Squared Distance (Hui et al. 2022; the paper's eq. 4): Tr(Sigma_W) / Tr(Sigma_B).
 
-    The numerator is N Tr(Sigma_W), from the per-class sums of squared norms; the class sum in the
-    denominator is unweighted, as published.
+    The paper writes sum_{k,i} ||h_{k,i} - mu_k||^2 / (N sum_k ||mu_k - mu_G||^2) with N the number of
+    samples *per class*; on balanced data (n_k = N for every k) numerator and denominator are K N Tr(Sigma_W)
+    and K N Tr(Sigma_B), so the ratio is exactly Tr(Sigma_W) / Tr(Sigma_B). On imbalanced data the same
+    ratio is kept with this module's definitions: Sigma_W = (1/N_total) sum_i (h_i - mu_{y_i})(...)^T and
+    Sigma_B weighted by class frequency w_k = n_k / N_total, as in VCI. Scale- and shift-invariant;
+    lower means more collapsed; inf when every class mean coincides.
     """
     stats = stats_of(features, labels)
     stats._require()
     s = stats.numpy()
+    # N_total Tr(Sigma_W) from the per-class sums of squared norms (shift-invariant, float64).
     within = np.sum(s["sq_norms"] - np.einsum("kp,kp->k", s["sums"], s["sums"]) / s["counts"])
-    deviations = stats.mean_deviations() / np.sqrt(stats.class_weights())[:, None]
-    between = np.sum(deviations**2)
-    return float(max(within, 0.0) / (stats.n_samples * between)) if between > 0 else math.inf
+    between = np.sum(stats.mean_deviations() ** 2)  # Tr(Sigma_B) = sum_k w_k ||mu_k - mu_G||^2
+    return float(max(within, 0.0) / stats.n_samples / between) if between > 0 else math.inf
 
 
 def _unit_class_means(stats: ClassStats) -> np.ndarray:
@@ -195,14 +199,15 @@ def _unit_class_means(stats: ClassStats) -> np.ndarray:
     return s["unit_sums"] / s["counts"][:, None]
 
 
-def cosine_similarity(features: Any, labels: Any | None = None) -> float:
+def cosine_distance(features: Any, labels: Any | None = None) -> float:
     """Kornblith et al. 2021's mean within-class cosine distance d_within (the paper's "Cosine Similarity").
 
         d_within = (1/K) sum_k (1/n_k^2) sum_{m, n in class k} (1 - cos(h_m, h_n))
                  = 1 - (1/K) sum_k ||u_k||^2,   u_k the class mean of h / ||h||,
 
     so the sum over all ordered pairs of a class (m = n included, as published) costs O(Np).
-    Lower means more collapsed. Cosine is not shift-invariant: raw features are used.
+    Lower means more collapsed; 1 - d_within is the mean within-class cosine similarity, the quantity
+    the paper's Table 2 column "COS SIM" behaves as. Cosine is not shift-invariant: raw features are used.
     """
     stats = stats_of(features, labels)
     stats._require()

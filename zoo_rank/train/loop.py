@@ -663,7 +663,7 @@ def _print_epoch(title: str, log: TrackingLog, done: int, epochs: int) -> None:
     test = [r for r in log.tracking if r["epoch"] == done and r["split"] == "test"]
     if test:
         r = test[0]
-        line += f"  | test top-1 {r['top1']:.3f}  VCI {r['vci']:.3f}  cos-dist {r['cosine_similarity']:.3f}"
+        line += f"  | test top-1 {r['top1']:.3f}  VCI {r['vci']:.3f}  cos-dist {r['cosine_distance']:.3f}"
     err_console().print(line, highlight=False)
 
 
@@ -752,7 +752,7 @@ def print_results(results: list[TrainResult]) -> None:
             f"{r.epochs_done}/{r.epochs}",
             "" if r.test_top1 is None else f"{r.test_top1:.4f}",
             f"{last['vci']:.4f}" if "vci" in last else "",
-            f"{last['cosine_similarity']:.4f}" if "cosine_similarity" in last else "",
+            f"{last['cosine_distance']:.4f}" if "cosine_distance" in last else "",
             str(r.run_dir),
         )
     console().print(table)

@@ -7,20 +7,23 @@ tau family (softmax temperature):
 
     L_tau = (1/B) sum_i CE(z_i / tau, y_i),      CE(z, y) = -log softmax(z)_y
 
-lambda family (cross-entropy plus the within-class cosine term):
+lambda family (cross-entropy plus lambda times the within-class cosine similarity, as in the paper):
 
     s_c      = (1/n_c^2) sum_{m, n in c} cos(h_m, h_n) = || (1/n_c) sum_{i in c} h_i / ||h_i|| ||^2
     S        = (1/K_b) sum_c s_c                          (mean within-class cosine similarity)
-    L_lambda = (1/B) sum_i CE(z_i, y_i) + lambda * (1 - S)
+    L_lambda = (1/B) sum_i CE(z_i, y_i) + lambda * S
 
-1 - S is Kornblith et al. (2021)'s mean within-class cosine distance d_within, the paper's "Cosine
-Similarity" baseline (`zoo_rank.metrics.cosine_similarity`), evaluated on the batch: every pair of a
-class, self-pairs included, is weighted by 1/n_c^2 (normalised by the class's count in the batch), and
-each class present counts once. Minimising lambda * (1 - S) pulls features of a class towards one
-direction, so a larger lambda gives a smaller cosine distance (the falling column of the paper's
-Table 2). The constant 1 changes no gradient: L_lambda trains exactly as CE - lambda * S. A class seen
-once in a batch contributes the constant s_c = 1 (no gradient). Under DistributedDataParallel S is
-computed on each process's own batch (per-GPU batch statistics, as batch norm's).
+The paper adds the batch's average within-class cosine similarity (divided by the number of samples of
+each class in the batch) to the cross-entropy; minimising it pushes features of one class apart in
+angle, and its Table 2 shows the consequence: as lambda grows, COS SIM falls and Squared Distance rises.
+Our reading of "divided by the number of samples of each class": every ordered pair of a class,
+self-pairs (m = n, cos = 1) included, is weighted by 1/n_c^2 (n_c the class's count in the batch), and each
+class present in the batch counts once (1/K_b). With self-pairs S is exactly 1 - d_within of the batch,
+Kornblith et al. (2021)'s within-class cosine distance (`zoo_rank.metrics.cosine_distance`), so the
+regulariser and the metric share one definition. A class seen once in a batch contributes the constant
+s_c = 1 (no gradient); self-pairs add the constant 1/n_c to s_c and change no gradient. Under
+DistributedDataParallel S is computed on each process's own batch (per-GPU batch statistics, as batch
+norm's).
 """
 
 from __future__ import annotations
@@ -89,7 +92,11 @@ class TemperatureCrossEntropy(FamilyLoss):
 
 
 class CosineRegularisedCrossEntropy(FamilyLoss):
-    """L_lambda = mean_i CE(z_i, y_i) + lambda * (1 - S), S the batch's mean within-class cosine similarity."""
+    """L_lambda = mean_i CE(z_i, y_i) + lambda * S, S the batch's mean within-class cosine similarity.
+
+    lambda > 0 penalises within-class cosine similarity: it spreads the features of a class in angle
+    (less collapse by the cosine and Squared Distance measures), the paper's lambda family.
+    """
 
     family = "lambda"
 
@@ -102,9 +109,9 @@ class CosineRegularisedCrossEntropy(FamilyLoss):
 
     def __call__(self, logits: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> LossParts:
         ce = F.cross_entropy(logits.float(), labels)
-        distance = 1.0 - within_class_cosine(features, labels)
-        loss = ce + self.value * distance if self.value else ce
-        return LossParts(loss, ce.detach(), distance.detach())
+        similarity = within_class_cosine(features, labels)
+        loss = ce + self.value * similarity if self.value else ce
+        return LossParts(loss, ce.detach(), 1.0 - similarity.detach())
 
 
 FAMILIES: dict[str, Callable[[float], FamilyLoss]] = {

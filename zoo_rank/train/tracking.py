@@ -22,7 +22,7 @@ from zoo_rank.metrics import (
     ClassStats,
     SampleSizeWarning,
     class_separation,
-    cosine_similarity,
+    cosine_distance,
     fuzziness,
     squared_distance,
     vci,
@@ -36,7 +36,7 @@ COLLAPSE_METRICS = {
     "vci": vci,
     "fuzziness": fuzziness,
     "squared_distance": squared_distance,
-    "cosine_similarity": cosine_similarity,
+    "cosine_distance": cosine_distance,
     "class_separation": class_separation,
 }
 
@@ -217,7 +217,7 @@ _PANELS = (
     ("vci", "VCI", False),
     ("fuzziness", "Fuzziness Tr(Σ_B⁺ Σ_W)", True),
     ("squared_distance", "Squared distance", True),
-    ("cosine_similarity", "Cosine distance (within)", False),
+    ("cosine_distance", "Cosine distance (within)", False),
     ("top1", "Top-1 accuracy", False),
     ("within_fraction_in_span", "Tr(Σ_W) fraction in span{μ_k − μ_G}", False),
 )
