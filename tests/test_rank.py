@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from zoo_rank import ZooRankError
 from zoo_rank import rank as rank_mod
+from zoo_rank import zoo as zoo_mod
 from zoo_rank.cli import app
 from zoo_rank.leaderboard import INDEX_NAME, merge, read_csv
 
@@ -251,7 +252,6 @@ def test_a_run_in_which_every_model_fails_exits_non_zero_and_leaves_the_board_un
 
 
 def test_a_rerun_with_some_models_keeps_the_others_and_replace_starts_over(cache_dir, tmp_path, monkeypatch):
-    import zoo_rank.models as models_mod
 
     out = tmp_path / "b"
     kw = dict(out=out, quiet=True, n_boot=0, **TINY)
@@ -270,19 +270,20 @@ def test_a_rerun_with_some_models_keeps_the_others_and_replace_starts_over(cache
     )
 
     # A model that fails in a rerun keeps its earlier good row (said in a warning), next to a new error row.
-    real = models_mod.create_backbone
+    # The failure is injected where a rerun gets the model's features: a warm rerun builds no backbone.
+    real = zoo_mod.ZooRun.features
 
-    def flaky(arch, **k):
-        if arch == "test_convnext":
+    def flaky(self, model, *a, **k):
+        if model.spec == "test_convnext":
             raise RuntimeError("CUDA out of memory")
-        return real(arch, **k)
+        return real(self, model, *a, **k)
 
-    monkeypatch.setattr(models_mod, "create_backbone", flaky)
+    monkeypatch.setattr(zoo_mod.ZooRun, "features", flaky)
     board, _ = rank_mod.rank([TINY_A, TINY_B, "not_a_model"], **kw)
     rows = {r.label: r for r in board.results}
     assert rows[TINY_B].error is None and rows[TINY_B].metrics == first.results[1].metrics
     assert rows["not_a_model"].error and b_file.read_bytes() == b_bytes
-    monkeypatch.setattr(models_mod, "create_backbone", real)
+    monkeypatch.setattr(zoo_mod.ZooRun, "features", real)
 
     # Rows computed with another subset would be mixed: refused before any model runs, unless --replace.
     with pytest.raises(ZooRankError, match=r"images_per_class = 5, this run has 6.*--replace"):
