@@ -25,6 +25,7 @@ from typing import Any
 
 from zoo_rank import _console
 from zoo_rank._validation import ZooRankError
+from zoo_rank.finetune import FinetuneOptions, as_check, finetune
 from zoo_rank.leaderboard import (
     N_BOOT,
     Leaderboard,
@@ -253,6 +254,7 @@ def _run_model(
     seed: int,
     extract_kw: dict[str, Any],
     base_conditions: dict[str, Any],
+    check: str = "probe",
 ) -> RunResult:
     """Extract, score and probe one model; raises on failure (the caller turns it into an error row)."""
     from zoo_rank import results
@@ -283,6 +285,14 @@ def _run_model(
     probes = []
     for name, train_set, test_set in probe_sets:
         try:
+            if check == "finetune":  # --check finetune: fine-tuned accuracy instead of the linear probe
+                options = FinetuneOptions(n_per_class=n_per_class if train_set is None else probe_n_per_class,
+                                          test_per_class=probe_n_per_class, seed=seed)  # fmt: skip
+                record = finetune(entry.arch, images if train_set is None else train_set, test_set, options=options,
+                                  pretrained=entry.pretrained, dataset=name, device=extract_kw["device"],
+                                  quiet=extract_kw["quiet"])  # fmt: skip
+                probes.append(as_check(record, name))
+                continue
             probes.append(
                 _probe_one(
                     backbone,
@@ -354,6 +364,7 @@ def rank(
     quiet: bool = False,
     command: str | None = None,
     n_boot: int = N_BOOT,
+    check: str = "probe",
 ) -> tuple[Leaderboard, dict[str, Path]]:
     """Rank `models` on `data` and write the leaderboard to OUT.md/.csv/.json/.png (+ OUT.runs/ per model).
 
@@ -369,6 +380,7 @@ def rank(
     probe_method: 'logistic' (the paper's protocol: L-BFGS logistic regression, 97 L2 values) or 'ridge'
         (closed form, quick; not the paper's protocol). None: logistic.
     n_boot: bootstrap resamples for the correlation intervals on the board.
+    check: 'probe' (linear probe) or 'finetune' (zoo_rank.finetune's CPU protocol, result files in ./results).
     Returns the board and the written paths.
     """
     from zoo_rank.data import check_subset_args, known_datasets
@@ -376,6 +388,8 @@ def rank(
     from zoo_rank.metrics import resolve_metric_names
 
     check_mode(mode)
+    if check not in ("probe", "finetune"):
+        raise ZooRankError(f"--check {check!r} is not known; use probe or finetune.")
     if probe_method is not None and probe_method not in PROBES:
         raise ZooRankError(f"probe method {probe_method!r} is not known; use one of {', '.join(PROBES)}.")
     metric_names = resolve_metric_names(metrics)
@@ -417,7 +431,8 @@ def rank(
         "seed": seed,
         "check": (
             "; ".join(
-                f"{probe_method} linear probe trained on {'the scored subset' if tr is None else f'{n} train'}, "
+                f"{'fine-tuning (zoo_rank.finetune)' if check == 'finetune' else f'{probe_method} linear probe'} "
+                f"trained on {'the scored subset' if tr is None else f'{n} train'}, "
                 f"tested on {n} {te.split} ({probe_n_per_class if probe_n_per_class is not None else 'all'} per class)"
                 for n, tr, te in probe_sets
             )
@@ -454,6 +469,7 @@ def rank(
                     seed=seed,
                     extract_kw=extract_kw,
                     base_conditions=base_conditions,
+                    check=check,
                 )
             except Exception as err:  # one model's failure is a row of the board, not the end of the run
                 _console.warn(f"{entry.spec} failed: {_error_line(err)}")
