@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join([Path(sys.executable).name, "scripts/zoo_benchmark.py", *(argv if argv is not None else sys.argv[1:])])
     err_console().print(f"{command}\nzoo_rank {__version__}, torch {torch.__version__}, timm {timm.__version__}, "
                         f"python {platform.python_version()}, {os.cpu_count()} CPUs", highlight=False)  # fmt: skip
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     zoo, cells = run_grid(settings, work, device=args.device, quiet=args.quiet)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     analysis = analyse(cells, seed=settings.seed)
     ft = settings.finetune
     run = {
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         "tiny": settings.tiny,
         "protocol": "full (GPU)" if args.full else "tiny smoke" if args.tiny else "default (CPU budget)",
         "wall_time_s (this call; cached cells cost ~0)": round(wall, 1),
+        "cpu_time_s (this call, all threads)": round(cpu, 1),
+        "cpu_time_s of the cells (sum over their result files, cached or not)": round(sum(
+            c.get("cpu_seconds", 0) + sum(r.get("cpu_seconds") or 0 for r in c.get("finetune_runs", [])) for c in cells), 1),
         "cells": len(cells),
         "failed cells": [f"{c['model']} on {c['target']}: {c['error']}" for c in cells if "error" in c],
         "targets (train / test images per class cap)": {t: [TARGETS[t].train_per_class, TARGETS[t].test_per_class] for t in settings.targets},

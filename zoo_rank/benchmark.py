@@ -122,11 +122,12 @@ def build_zoo(settings: Settings, zoo_dir: Path, *, device: str, quiet: bool) ->
 
 
 def _wants_source_probs(info: Any) -> bool:
-    """A score computed from the source head's softmax (LEEP, NCE): flagged, or its first argument says so."""
-    if getattr(info, "needs_source_probs", False) or getattr(info, "needs_probs", False):
+    """A score computed from the source head's softmax (LEEP, NCE): `needs == "source_probs"` in the
+    registry, or a function whose first argument is named so."""
+    if getattr(info, "needs", None) == "source_probs":
         return True
     first = next(iter(inspect.signature(info.fn).parameters), "")
-    return first in ("source_probs", "probs", "probabilities")
+    return first in ("source_probs", "probs")
 
 
 def source_probs(backbone: Any, features: np.ndarray) -> np.ndarray | None:
@@ -134,35 +135,47 @@ def source_probs(backbone: Any, features: np.ndarray) -> np.ndarray | None:
     head = backbone.classifier()
     if head is None or head[0].shape[0] < 2:
         return None
-    w, b = (t.detach().float().cpu().numpy().astype(np.float64) for t in (head[0], head[1] if head[1] is not None else head[0][:, 0] * 0))
+    w = head[0].float().cpu().numpy().astype(np.float64)
+    b = np.zeros(w.shape[0]) if head[1] is None else head[1].float().cpu().numpy().astype(np.float64)
     logits = features.astype(np.float64) @ w.T + b
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)
 
 
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:150] if text else ''}"
+
+
 def all_scores(backbone: Any, features: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], list[str]]:
-    """Every registry metric on (features, labels); NaN plus a note for what cannot be computed."""
-    scores: dict[str, float] = {}
+    """Every registry metric on (features, labels), in registry order; NaN plus a note where one cannot be
+    computed (no pretraining head for LEEP/NCE, a numerical failure): an N/A cell, not a failed benchmark."""
     notes: list[str] = []
-    probs = None
-    for name, info in METRICS.items():
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if _wants_source_probs(info):
-                    probs = source_probs(backbone, features) if probs is None else probs
-                    if probs is None:
-                        scores[name] = math.nan
-                        notes.append(f"{name}: N/A (no pretraining head)")
-                        continue
-                    scores[name] = float(info.fn(probs, labels))
-                else:
-                    scores[name] = float(compute_metrics(features, labels, names=[name])[name])
-        except Exception as err:  # one score's failure is an N/A cell, not the end of the benchmark
-            scores[name] = math.nan
-            notes.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}")
-    return scores, notes
+    wants = {n: _wants_source_probs(info) for n, info in METRICS.items()}
+    plain = [n for n, w in wants.items() if not w]
+    scores: dict[str, float] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:  # one pass: the registry shares ClassStats and eigendecompositions between metrics
+            scores.update(compute_metrics(features, labels, names=plain))
+        except Exception:
+            for n in plain:
+                try:
+                    scores.update(compute_metrics(features, labels, names=[n]))
+                except Exception as err:
+                    scores[n] = math.nan
+                    notes.append(f"{n}: {_one_line(err)}")
+        probs = source_probs(backbone, features) if any(wants.values()) else None
+        for n in (n for n, w in wants.items() if w):
+            try:
+                scores[n] = math.nan if probs is None else float(METRICS[n].fn(probs, labels))
+                if probs is None:
+                    notes.append(f"{n}: N/A (no pretraining head)")
+            except Exception as err:
+                scores[n] = math.nan
+                notes.append(f"{n}: {_one_line(err)}")
+    return {n: float(scores[n]) for n in METRICS}, notes
 
 
 def _cell_key(model: Model, target: Target, settings: Settings, weights: str, fps: tuple[str, str]) -> dict:
@@ -184,7 +197,7 @@ def run_cell(model: Model, target: Target, settings: Settings, results_dir: Path
     path = result_path(results_dir, CELL_KIND, model.name, f"{target.name}__{digest}")
     record = read_result(path) if path.is_file() else None
     if record is None:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         kw = {"seed": settings.seed, "device": device, "quiet": True}
         tr = extract_features(backbone, train, n_per_class=target.train_per_class, **kw)
         te = extract_features(backbone, test, n_per_class=target.test_per_class, **kw)
@@ -199,6 +212,7 @@ def run_cell(model: Model, target: Target, settings: Settings, results_dir: Path
             "n_test": len(te.labels), "n_classes": len(np.unique(tr.labels)),
             "probe": probe.mean_per_class if target.metric == "mean_per_class" else probe.top1,
             "probe_l2": probe.l2, "seconds": {"extract": round(t_extract, 2), "probe": round(time.perf_counter() - t0, 2)},
+            "cpu_seconds": round(time.process_time() - cpu0, 2),
             "key": key,
         }  # fmt: skip
         write_result(path, record)
@@ -209,7 +223,8 @@ def run_cell(model: Model, target: Target, settings: Settings, results_dir: Path
         ft = finetune(model.spec, train, test, options=options.replace(seed=seed), metric=target.metric,
                       pretrained=model.pretrained, dataset=target.name, results_dir=results_dir / "finetune",
                       device=device, quiet=quiet)  # fmt: skip
-        runs.append({"seed": seed, "accuracy": ft["accuracy"], "lr": ft["lr"], "epoch": ft["epoch"], "seconds": ft["seconds"]})
+        runs.append({"seed": seed, "accuracy": ft["accuracy"], "lr": ft["lr"], "epoch": ft["epoch"],
+                     "seconds": ft["seconds"], "cpu_seconds": ft.get("cpu_seconds")})  # fmt: skip
     return {**record, "finetune": runs[0]["accuracy"], "finetune_runs": runs}
 
 

@@ -10,6 +10,8 @@ plain cross-entropy (tau = 1) and reused when present: the first benchmark run t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ WIDE = {"channels": (64, 128, 256, 512), "stem_width": 32}
 DEEP = {**NARROW, "layers": (2, 2, 2, 2)}  # resnet10t's basic blocks, twice as many: an 18-layer network
 
 
-def tiny_imagenet_recipe(name: str, model_args: dict, epochs: int, *, n_per_class: int = 50) -> Recipe:
+def tiny_imagenet_recipe(name: str, model_args: dict, epochs: int, *, n_per_class: int = 50,
+                         test_per_class: int | None = None) -> Recipe:  # fmt: skip
     """A CPU-scale recipe on Tiny ImageNet: timm resnet10t variants at 32 px, crop-flip, SGD + cosine."""
     return Recipe(
         name=name,
@@ -54,6 +57,7 @@ def tiny_imagenet_recipe(name: str, model_args: dict, epochs: int, *, n_per_clas
         track_train_per_class=5,
         track_test_per_class=5,
         spectrum_top=16,
+        final_test_per_class=test_per_class,
     )
 
 
@@ -68,12 +72,19 @@ class ZooMember:
 # (recipe, epochs at which the run's weights are kept as members of their own)
 def _plan(tiny: bool) -> list[tuple[Recipe, tuple[int, ...]]]:
     if tiny:  # the benchmark's --tiny: one short run, seconds on a CPU
-        return [(tiny_imagenet_recipe("tin-narrow-tiny", NARROW, 1, n_per_class=4), (1,))]
+        return [(tiny_imagenet_recipe("tin-narrow-tiny", NARROW, 1, n_per_class=4, test_per_class=2), (1,))]
     return [
         (tiny_imagenet_recipe("tin-narrow", NARROW, 8), (2, 8)),
         (tiny_imagenet_recipe("tin-wide", WIDE, 8), (8,)),
         (tiny_imagenet_recipe("tin-deep", DEEP, 8), (8,)),
     ]
+
+
+def _folder(recipe: Recipe) -> str:
+    """recipe name + digest of every recipe field: a changed recipe trains anew instead of reusing weights."""
+    fields = {k: v for k, v in recipe.to_dict().items() if k not in ("train_data", "test_data")}  # paths: where, not what
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{recipe.name}-{digest}"
 
 
 def _copy_weights(run_dir: Path, dest: Path) -> None:
@@ -111,17 +122,17 @@ def trained_zoo(out_dir: str | Path, *, tiny: bool = False, device: str = "auto"
     plan = _plan(tiny)
     for recipe, keep in plan:
         for epoch in keep:
-            dest = out / f"{recipe.name}-ep{epoch}"
+            dest = out / f"{_folder(recipe)}-ep{epoch}"
             if not (dest / "model.safetensors").is_file():
-                result = train(recipe, "tau", 1.0, out / "runs" / recipe.name, resume=True,
+                result = train(recipe, "tau", 1.0, out / "runs" / _folder(recipe), resume=True,
                                stop_after_epoch=epoch, device=device, quiet=quiet)  # fmt: skip
                 _copy_weights(result.run_dir, dest)
-            members.append(ZooMember(dest.name, f"local-dir:{dest}", False,
+            members.append(ZooMember(f"{recipe.name}-ep{epoch}", f"local-dir:{dest}", False,
                                      f"{recipe.description} Weights after epoch {epoch}."))  # fmt: skip
     recipe = plan[0][0]
-    dest = out / f"{recipe.name}-random"
+    dest = out / f"{_folder(recipe)}-random"
     if not (dest / "model.safetensors").is_file():
         _export_random(recipe, dest)
-    members.append(ZooMember(dest.name, f"local-dir:{dest}", True,
+    members.append(ZooMember(f"{recipe.name}-random", f"local-dir:{dest}", True,
                              f"control: {recipe.model} {recipe.model_args}, random init, same preprocessing."))  # fmt: skip
     return members
