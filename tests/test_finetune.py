@@ -129,3 +129,45 @@ def test_zoo_benchmark_tiny_runs_and_reruns_from_cache(shared_data, cache_dir, t
     assert [c["finetune"] for c in again["cells"]] == [c["finetune"] for c in board["cells"]]
     assert "TINY" in (out / "zoo-benchmark-tiny.md").read_text()
     del sys.modules["zoo_benchmark"]
+
+
+def test_rank_rejects_an_unknown_check():
+    from zoo_rank.rank import rank
+
+    with pytest.raises(ZooRankError, match="--check 'linear'"):
+        rank(["pip:efficientnet-lite0"], data="digits", check="linear")
+
+
+def _synthetic_cells(rng: np.random.Generator) -> list[dict]:
+    """6 models x 3 targets; logme tracks fine-tuned accuracy exactly, knn_accuracy is noise."""
+    cells = []
+    for t, k in (("a", 10), ("b", 10), ("c", 43)):
+        acc = rng.permutation(np.linspace(0.5, 0.9, 6))
+        for m in range(6):
+            scores = {n: float(rng.normal()) for n in ("vci", "h_score", "knn_accuracy")}
+            scores["logme"] = float(acc[m])
+            scores["h_score"] = float(acc[m] * 3)
+            scores["vci"] = 1 - scores["h_score"] / (k - 1)
+            runs = [{"seed": s, "accuracy": float(acc[m] + 0.01 * s), "lr": 0.01} for s in (0, 1, 2)] if t == "a" else [{"seed": 0, "accuracy": float(acc[m]), "lr": 0.01}]
+            cells.append({"model": f"m{m}", "target": t, "control": m == 0, "scores": scores, "probe": float(acc[m]) - 0.1,
+                          "finetune": float(acc[m]), "finetune_runs": runs, "n_classes": k, "feature_dim": 64, "n_train": 100})  # fmt: skip
+    return cells
+
+
+def test_board_analysis_and_files_from_synthetic_cells(tmp_path):
+    from zoo_rank.benchmark import Model
+    from zoo_rank.zoo_board import analyse, verdict, write_board
+
+    cells = _synthetic_cells(np.random.default_rng(0))
+    a = analyse(cells)
+    mean = a["mean"].filter((a["mean"]["truth"] == "finetune") & (a["mean"]["subset"] == "no-controls"))
+    top = mean.row(0, named=True)
+    assert top["score"] in ("logme", "h_score", "vci") and top["mean_weighted_tau"] == pytest.approx(1.0)
+    assert top["best_pick_rate"] == 1.0 and top["mean_regret"] == 0.0
+    assert all(v["same_order"] for v in a["vci_vs_h_score"].values())
+    assert a["spread"]["cells"] == 6 and a["spread"]["sd"] == pytest.approx(0.01)
+    assert any("seed spread" in line for line in verdict(a))
+    zoo = [Model(f"m{m}", f"x{m}", m != 0, m == 0, "imagenet") for m in range(6)]
+    paths = write_board(a, zoo, cells, {"command": "x", "tiny": True}, tmp_path / "zb")
+    assert all(p.stat().st_size > 0 for p in paths.values())
+    assert "weighted_tau" in paths["csv"].read_text().splitlines()[0]

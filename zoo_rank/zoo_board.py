@@ -71,8 +71,12 @@ def analyse(cells: list[dict], *, seed: int = 0) -> dict[str, Any]:
             v = np.array([-c["scores"]["vci"] for c in sel])
             h = np.array([c["scores"]["h_score"] for c in sel])
             coincide[target] = {"K": k, "min_p_K-1_is_K-1": full_rank, "same_order": same_order(v, h)}
+    # N <= p + 1 scored images: pinv(S_T) S_B is the identity on the class-mean span for ANY features, so
+    # VCI = 0 and H-score = K - 1 for every such model: they cannot rank (the paper's N >> p regime is absent).
+    degenerate = {t: sorted(c["model"] for c in ok if c["target"] == t and c["n_train"] <= c["feature_dim"] + 1)
+                  for t in targets}  # fmt: skip
     return {"targets": targets, "scores": scores, "table": table, "mean": mean, "spread": spread,
-            "tie_band": band, "vci_vs_h_score": coincide}  # fmt: skip
+            "tie_band": band, "vci_vs_h_score": coincide, "n_below_p": degenerate}  # fmt: skip
 
 
 def verdict(analysis: dict[str, Any]) -> list[str]:
@@ -81,34 +85,41 @@ def verdict(analysis: dict[str, Any]) -> list[str]:
     ft = mean.filter((pl.col("truth") == "finetune") & (pl.col("subset") == "no-controls"))
     ft_all = mean.filter((pl.col("truth") == "finetune") & (pl.col("subset") == "all"))
     lines = []
+    def pick(r: dict) -> str:
+        return (f"mean weighted tau {r['mean_weighted_tau']:+.2f} over {r['targets']} targets; its first pick is the "
+                f"best fine-tuned model on {r['best_pick_rate']:.0%} of them and within the seed spread on "
+                f"{r['tied_pick_rate']:.0%} (mean regret {100 * r['mean_regret']:.1f} points).")  # fmt: skip
+
     if ft.height:
         best = ft.row(0, named=True)
-        lines.append(
-            f"Against fine-tuned accuracy, without the random controls, **{best['score']}** ranks the zoo best: "
-            f"mean weighted tau {best['mean_weighted_tau']:+.2f} over {best['targets']} targets, its first pick is "
-            f"the best model on {best['best_pick_rate']:.0%} of them and within the seed spread on "
-            f"{best['tied_pick_rate']:.0%} (mean regret {100 * best['mean_regret']:.1f} points)."
-        )
-        for name in ("vci",):
-            r = ft.filter(pl.col("score") == name)
-            if r.height:
-                r = r.row(0, named=True)
-                lines.append(
-                    f"VCI (target mode, lower = better): mean weighted tau {r['mean_weighted_tau']:+.2f}; its first "
-                    f"pick is the best fine-tuned model on {r['best_pick_rate']:.0%} of the targets and within the "
-                    f"seed spread on {r['tied_pick_rate']:.0%} (mean regret {100 * r['mean_regret']:.1f} points)."
-                )
-    if ft_all.height:
+        tied = [r["score"] for r in ft.iter_rows(named=True)
+                if r["score"] != best["score"] and abs(r["mean_weighted_tau"] - best["mean_weighted_tau"]) < 0.005]  # fmt: skip
+        also = f" (tied with {', '.join(tied)})" if tied else ""
+        lines.append(f"Against fine-tuned accuracy, without the random controls, **{best['score']}**{also} ranks the "
+                     f"zoo best: {pick(best)}")  # fmt: skip
+        vci = ft.filter(pl.col("score") == "vci")
+        if vci.height and best["score"] != "vci":
+            lines.append(f"VCI (target mode, lower = better): {pick(vci.row(0, named=True))}")
+    if ft_all.height and ft.height:
         b = ft_all.row(0, named=True)
-        lines.append(f"With the controls in the zoo, every informative score looks better (best: {b['score']}, "
-                     f"mean weighted tau {b['mean_weighted_tau']:+.2f}): separating trained from random "
-                     "networks is easy; the no-controls numbers are the ones to trust.")  # fmt: skip
+        lines.append(f"With the random controls in the zoo the best mean weighted tau is {b['mean_weighted_tau']:+.2f} "
+                     f"({b['score']}), without them {ft.row(0, named=True)['mean_weighted_tau']:+.2f}: telling trained "
+                     "from random networks is the easy part; the no-controls numbers are the ones to trust.")  # fmt: skip
     sp = analysis["spread"]
     if sp.get("cells"):
         lines.append(
             f"Seed spread of fine-tuning: pooled SD {100 * sp['sd']:.1f} points over {sp['cells']} repeated cells "
             f"(largest range {100 * sp['max_range']:.1f}); accuracy differences below {100 * analysis['tie_band']:.1f} "
             "points (2 SD) are ties."
+        )
+    below = {t: m for t, m in analysis.get("n_below_p", {}).items() if m}
+    if below:
+        worst = max(below.values(), key=len)
+        lines.append(
+            f"On {len(below)} of {len(analysis['targets'])} targets some models have more feature dimensions than "
+            f"scored images (N <= p + 1; up to {len(worst)} models per target): there VCI = 0 and H-score = K - 1 "
+            "whatever the features, so those two (and other full-covariance scores) cannot rank them; use a score "
+            "that stays informative at N < p, or more labelled images."
         )
     co = analysis["vci_vs_h_score"]
     if co:
@@ -159,6 +170,7 @@ def write_board(analysis: dict, zoo: list, cells: list[dict], run: dict[str, Any
               *[f"- {k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in run.items() if k != "command"]]  # fmt: skip
     write_text_atomic(paths["md"], "\n".join(lines) + "\n")
     record = {"run": run, "zoo": [m.__dict__ for m in zoo], "cells": cells, "spread": analysis["spread"],
+              "n_below_p": analysis["n_below_p"],
               "tie_band": analysis["tie_band"], "vci_vs_h_score": analysis["vci_vs_h_score"],
               "verdict": verdict(analysis), "mean": analysis["mean"].to_dicts(), "per_target": analysis["table"].to_dicts()}  # fmt: skip
     write_text_atomic(paths["json"], json.dumps(record, indent=1, default=str))
