@@ -70,7 +70,9 @@ def analyse(cells: list[dict], *, seed: int = 0) -> dict[str, Any]:
             full_rank = all(c["feature_dim"] >= k - 1 for c in sel)
             v = np.array([-c["scores"]["vci"] for c in sel])
             h = np.array([c["scores"]["h_score"] for c in sel])
-            coincide[target] = {"K": k, "min_p_K-1_is_K-1": full_rank, "same_order": same_order(v, h)}
+            degenerate = all(c["n_train"] <= c["feature_dim"] + 1 for c in sel)  # both constant: no order
+            coincide[target] = {"K": k, "min_p_K-1_is_K-1": full_rank, "same_order": same_order(v, h) and not degenerate,
+                                "degenerate": degenerate}  # fmt: skip
     # N <= p + 1 scored images: pinv(S_T) S_B is the identity on the class-mean span for ANY features, so
     # VCI = 0 and H-score = K - 1 for every such model: they cannot rank (the paper's N >> p regime is absent).
     degenerate = {t: sorted(c["model"] for c in ok if c["target"] == t and c["n_train"] <= c["feature_dim"] + 1)
@@ -124,9 +126,11 @@ def verdict(analysis: dict[str, Any]) -> list[str]:
     co = analysis["vci_vs_h_score"]
     if co:
         same = [t for t, v in co.items() if v["same_order"]]
+        full = [t for t, v in co.items() if v["min_p_K-1_is_K-1"]]
         lines.append(
-            f"VCI and H-score order the models identically on {len(same)} of {len(co)} targets "
-            f"({', '.join(same) or 'none'}): there min(p, K-1) = K-1 for every model, so VCI = 1 - H-score/(K-1)."
+            f"min(p, K-1) = K-1 for every model on {len(full)} of {len(co)} targets, so there VCI = 1 - H-score/(K-1) "
+            f"and the two order the models identically (measured: same order on {len(same)} targets"
+            f"{': ' + ', '.join(same) if same else ''}; targets where both are constant are not counted)."
         )
     return lines
 
