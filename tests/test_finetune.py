@@ -60,7 +60,7 @@ def test_probe_head_reproduces_the_probe_on_raw_features():
         feats = backbone.features(x).double().numpy()
     l2 = _probe_head(backbone, fit, torch.device("cpu"), False, 5, options)
     # fitted on the 36 fit rows alone (its L2 on its own split of them): rows 36.. never reach the head
-    ref = linear_probe(feats[:36], y[:36].numpy(), feats[:36], y[:36].numpy(), seed=0, device="cpu")
+    ref = linear_probe(feats[:36], y[:36].numpy(), feats[:36], y[:36].numpy(), l2_grid=np.logspace(-6, 6, 25), seed=0, device="cpu")
     assert l2 == ref.l2
     expected = ((feats - ref.feature_mean) / ref.feature_scale) @ ref.coef + ref.intercept  # (48, 4)
     with torch.no_grad():

@@ -369,7 +369,8 @@ def _probe_head(backbone: Backbone, fit_set: Any, device: torch.device, bf16: bo
     # The probe picks its L2 on its own split of the fit rows and refits on all of them: the validation
     # rows that later pick the learning rate and epoch stay unseen (given to linear_probe as its
     # validation set, they would be refit on, and score ~0.97 where the test split gets ~0.45).
-    res = linear_probe(fit_x, fit_y, fit_x, fit_y, seed=options.seed, device="cpu")
+    # 25 L2 values, not the probe check's 97: a starting head, picked in a quarter of the time.
+    res = linear_probe(fit_x, fit_y, fit_x, fit_y, l2_grid=np.logspace(-6, 6, 25), seed=options.seed, device="cpu")
     coef = res.coef / res.feature_scale[:, None]  # (p, K')
     bias = res.intercept - (res.feature_mean / res.feature_scale) @ res.coef
     weight = np.zeros((n_classes, coef.shape[0]))
