@@ -49,7 +49,8 @@ def analyse(cells: list[dict], *, seed: int = 0) -> dict[str, Any]:
                     rows.append({"score": name, "target": target, "truth": truth, "subset": subset, **ra.to_dict()})
     table = pl.DataFrame(rows)
     mean = (
-        table.group_by(["score", "truth", "subset"], maintain_order=True)
+        table.filter(pl.col("weighted_tau").is_not_nan())  # fewer than 3 models, or one accuracy: no statistic
+        .group_by(["score", "truth", "subset"], maintain_order=True)
         .agg(
             pl.col("weighted_tau").mean().alias("mean_weighted_tau"),
             pl.col("pearson").mean().alias("mean_pearson"),
@@ -86,7 +87,8 @@ def verdict(analysis: dict[str, Any]) -> list[str]:
     mean = analysis["mean"]
     ft = mean.filter((pl.col("truth") == "finetune") & (pl.col("subset") == "no-controls"))
     ft_all = mean.filter((pl.col("truth") == "finetune") & (pl.col("subset") == "all"))
-    lines = []
+    lines = [] if ft.height else ["Against fine-tuned accuracy without the controls there is no ranking statistic: "
+                                  "fewer than 3 models (or equal accuracies) on every target."]  # fmt: skip
     def pick(r: dict) -> str:
         return (f"mean weighted tau {r['mean_weighted_tau']:+.2f} over {r['targets']} targets; its first pick is the "
                 f"best fine-tuned model on {r['best_pick_rate']:.0%} of them and within the seed spread on "
