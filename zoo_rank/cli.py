@@ -469,7 +469,7 @@ def finetune_cmd(
     models: list[str] = typer.Argument(..., help="Model specs; random-init:ARCH for a randomly initialised control."),
     data: str = typer.Option(..., "--data", "-d", help="Dataset spec with train and test splits (e.g. ../shared/data/food101-10)."),
     full: bool = typer.Option(False, "--full", help="The GPU protocol (20 epochs, 4 learning rates, every image, own resolution)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per learning rate (default 4; --full 20)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per learning rate (default 3; --full 20)."),
     lrs: Optional[str] = typer.Option(None, "--lrs", help="Comma-separated learning-rate grid, picked on a validation split."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Cap on the input side (default 112; --full: the model's own)."),
     n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Train images per class (default 16; --full: all)."),
