@@ -41,7 +41,7 @@ def test_options_reject_bad_settings_and_key_changes_with_every_setting():
     with pytest.raises(ZooRankError, match="head_init"):
         FinetuneOptions(head_init="zeros")
     base = cell_key("m", "sha256:x", "a", "b", "top1", FinetuneOptions(), "cpu", "fp32", 1)
-    for change in ({"epochs": 5}, {"lrs": (1e-2,)}, {"seed": 1}, {"img_size": 96}, {"head_init": "random"}):
+    for change in ({"epochs": 5}, {"lrs": (1e-2,)}, {"seed": 1}, {"img_size": 96}, {"head_init": "random"}, {"bn_frozen_stats": False}):
         other = cell_key("m", "sha256:x", "a", "b", "top1", FinetuneOptions().replace(**change), "cpu", "fp32", 1)
         assert other != base, change
     assert cell_key("m", "sha256:y", "a", "b", "top1", FinetuneOptions(), "cpu", "fp32", 1) != base
