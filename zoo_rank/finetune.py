@@ -45,7 +45,8 @@ from zoo_rank.results import read_result, result_path, write_result
 from zoo_rank.train.loop import _ImageRows
 
 KIND = "finetune"
-RESULT_FORMAT = 2  # 2: the LP-FT head never sees the validation rows
+SCALE_FLOOR = 0.1
+RESULT_FORMAT = 3  # 2: the LP-FT head never sees the validation rows; 3: floored feature scales
 
 
 @dataclass(frozen=True)
@@ -374,7 +375,8 @@ def _probe_head(backbone: Backbone, fit_set: Any, device: torch.device, bf16: bo
                 options: FinetuneOptions) -> float:  # fmt: skip
     """Replace the classifier by a linear layer holding a logistic probe fitted on the frozen features
     (LP-FT's first stage), fitted on the fit rows only; returns the probe's L2 strength. The probe acts on standardised features
-    z = (h - m) / s with z @ C + c, so the layer on raw h gets W = (C / s[:, None]).T, b = c - (m / s) @ C;
+    z = (h - m) / s with z @ C + c, so the layer on raw h gets W = (C / s[:, None]).T, b = c - (m / s) @ C
+    (s floored at SCALE_FLOOR x its median);
     a class absent from the fit rows gets a zero row."""
     fit_loader = torch.utils.data.DataLoader(fit_set, batch_size=2 * options.batch_size)
     fit_x, fit_y = _features(backbone, fit_loader, device, bf16)
@@ -383,8 +385,12 @@ def _probe_head(backbone: Backbone, fit_set: Any, device: torch.device, bf16: bo
     # validation set, they would be refit on, and score ~0.97 where the test split gets ~0.45).
     # 25 L2 values, not the probe check's 97: a starting head, picked in a quarter of the time.
     res = linear_probe(fit_x, fit_y, fit_x, fit_y, l2_grid=np.logspace(-6, 6, 25), seed=options.seed, device="cpu")
-    coef = res.coef / res.feature_scale[:, None]  # (p, K')
-    bias = res.intercept - (res.feature_mean / res.feature_scale) @ res.coef
+    # A feature that barely varies gets weight C/s with a tiny s: its huge weights sent huge gradients into
+    # the backbone and the first steps blew it up (validation loss ~2e3). Spreads below a tenth of the median
+    # are floored there, which damps only those features' votes.
+    scale = np.maximum(res.feature_scale, SCALE_FLOOR * np.median(res.feature_scale))
+    coef = res.coef / scale[:, None]  # (p, K')
+    bias = res.intercept - (res.feature_mean / scale) @ res.coef
     weight = np.zeros((n_classes, coef.shape[0]))
     full_bias = np.zeros(n_classes)
     weight[res.classes.astype(np.int64)] = coef.T
