@@ -46,7 +46,7 @@ from zoo_rank.train.loop import _ImageRows
 
 KIND = "finetune"
 SCALE_FLOOR = 0.1
-RESULT_FORMAT = 3  # 2: the LP-FT head never sees the validation rows; 3: floored feature scales
+RESULT_FORMAT = 3  # 2: the LP-FT head never sees the validation rows; 3: floored feature scales, clipping
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ class FinetuneOptions:
     # the LP-FT head no longer fitted its features (MobileNetV3-Small on sign-digits: validation 0.00-0.05
     # after one epoch at lr 1e-3, where the frozen-feature probe gets 0.80).
     bn_frozen_stats: bool = True
+    clip_grad: float | None = 1.0  # global gradient-norm clip: the first steps on a fitted head were unstable
     img_size: int | None = 112  # cap on the input side (None: the model's own pretrained size)
     crop_scale: tuple[float, float] = (0.6, 1.0)  # RandomResizedCrop area range: light augmentation
     val_fraction: float = 0.2  # of each class's train rows (at least one row of every class with >= 2)
@@ -110,6 +111,7 @@ FULL = FinetuneOptions(
     batch_size=64,
     head_init="random",
     bn_frozen_stats=False,
+    clip_grad=None,
     img_size=None,
     n_per_class=None,
     test_per_class=None,
@@ -431,6 +433,8 @@ def _optimizer_and_schedule(net: nn.Module, options: FinetuneOptions, lr: float,
         nonlocal updates
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if options.clip_grad is not None:
+            nn.utils.clip_grad_norm_(net.parameters(), options.clip_grad)
         optimizer.step()
         updates += 1
         scheduler.step_update(num_updates=updates)
