@@ -162,6 +162,9 @@ def rank_cmd(
         "--on-bad-image",
         help="error: stop at an image that does not decode; skip: leave it out (counted on the board).",
     ),
+    check: str = typer.Option(
+        "probe", "--check", help="probe (linear probe) or finetune (full fine-tuning, CPU budget; zoo_rank.finetune)."
+    ),
 ) -> None:
     """Rank backbones: extract (cached) -> score -> probe check -> leaderboard. No arguments: the offline default."""
     from zoo_rank import rank as rank_mod
@@ -187,6 +190,7 @@ def rank_cmd(
         replace=replace,
         quiet=quiet,
         on_bad_image=on_bad_image,
+        check=check,
     )
     rank_mod.print_summary(board, paths)
 
@@ -499,6 +503,39 @@ def cache_rm(
     removed = cache.remove_entries(keys, model=model, all=all_, cache_dir=cache_dir)
     freed = sum(e.size for e in removed) / 2**20
     console().print(f"removed {len(removed)} entries ({freed:.1f} MB)", markup=False, highlight=False)
+
+
+@app.command("finetune")
+def finetune_cmd(
+    models: list[str] = typer.Argument(..., help="Model specs; random-init:ARCH for a randomly initialised control."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset spec with train and test splits (e.g. ../shared/data/food101-10)."),
+    full: bool = typer.Option(False, "--full", help="The GPU protocol (20 epochs, 4 learning rates, every image, own resolution)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per learning rate (default 3; --full 20)."),
+    lrs: Optional[str] = typer.Option(None, "--lrs", help="Comma-separated learning-rate grid, picked on a validation split."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Cap on the input side (default 112; --full: the model's own)."),
+    n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Train images per class (default 16; --full: all)."),
+    test_per_class: Optional[int] = typer.Option(None, "--test-per-class", help="Test images per class (default 30; --full: all)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="top1 or mean_per_class (default: the dataset's rule)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subset, the validation split, the head and the data order."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N (torchrun: DDP)."),
+    results_dir: Path = typer.Option(Path("results"), "--results-dir", help="One result file per (model, data, settings)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Fine-tune each model with a new head (timm optimizer + scheduler, LR grid on a validation split); test accuracy."""
+    from zoo_rank import finetune as ft
+    from zoo_rank._console import console
+    from zoo_rank.data import load_images
+    from zoo_rank.rank import parse_model
+
+    base = ft.FULL if full else ft.FinetuneOptions()
+    options = base.replace(epochs=epochs, lrs=tuple(float(v) for v in _split(lrs)) if lrs else None, img_size=img_size,
+                           n_per_class=n_per_class, test_per_class=test_per_class, seed=seed)  # fmt: skip
+    train, test = load_images(data, split="train"), load_images(data, split="test")
+    for spec in models:
+        entry = parse_model(spec)
+        r = ft.finetune(entry.arch, train, test, options=options, metric=metric, pretrained=entry.pretrained,
+                        results_dir=results_dir, device=device, quiet=quiet)  # fmt: skip
+        console().print(f"{r['model']}\t{r['dataset']}\t{r['metric']} {r['accuracy']:.4f}\tlr {r['lr']:g}\tepoch {r['epoch']}", highlight=False)
 
 
 def main() -> None:

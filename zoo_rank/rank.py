@@ -32,6 +32,7 @@ from zoo_rank import probe as probe_module
 from zoo_rank._device import pick_device
 from zoo_rank._validation import ZooRankError
 from zoo_rank.extract import check_loader_args, skipped_note
+from zoo_rank.finetune import FinetuneOptions, as_check, finetune
 from zoo_rank.leaderboard import (
     N_BOOT,
     Leaderboard,
@@ -292,6 +293,7 @@ def _run_model(
     seed: int,
     extract_kw: dict[str, Any],
     base_conditions: dict[str, Any],
+    check: str = "probe",
 ) -> RunResult:
     """Extract, score and probe one model; raises on failure (the caller turns it into an error row)."""
     from zoo_rank import results
@@ -332,6 +334,14 @@ def _run_model(
     probes = []
     for name, train_set, test_set in probe_sets:
         try:
+            if check == "finetune":  # --check finetune: fine-tuned accuracy instead of the linear probe
+                options = FinetuneOptions(n_per_class=n_per_class if train_set is None else probe_n_per_class,
+                                          test_per_class=probe_n_per_class, seed=seed)  # fmt: skip
+                record = finetune(entry.arch, images if train_set is None else train_set, test_set, options=options,
+                                  pretrained=entry.pretrained, dataset=name, device=extract_kw["device"],
+                                  quiet=extract_kw["quiet"])  # fmt: skip
+                probes.append(as_check(record, name))
+                continue
             probes.append(
                 _probe_one(
                     zoo,
@@ -408,6 +418,7 @@ def rank(
     command: str | None = None,
     n_boot: int = N_BOOT,
     on_bad_image: str = "error",
+    check: str = "probe",
 ) -> tuple[Leaderboard, dict[str, Path]]:
     """Rank `models` on `data` and write the leaderboard to OUT.md/.csv/.json/.png (+ OUT.runs/ per model).
 
@@ -429,6 +440,8 @@ def rank(
         (closed form, quick; not the paper's protocol). None: logistic.
     n_boot: bootstrap resamples for the correlation intervals on the board (boards of 10+ models).
     on_bad_image: 'error' stops at an image that does not decode; 'skip' leaves it out (noted on the board).
+    n_boot: bootstrap resamples for the correlation intervals on the board.
+    check: 'probe' (linear probe) or 'finetune' (zoo_rank.finetune's CPU protocol, result files in ./results).
     Returns the board and the written paths.
     """
     from zoo_rank.data import check_subset_args, known_datasets
@@ -436,6 +449,8 @@ def rank(
     from zoo_rank.metrics import resolve_metric_names
 
     check_mode(mode)
+    if check not in ("probe", "finetune"):
+        raise ZooRankError(f"--check {check!r} is not known; use probe or finetune.")
     if probe_method is not None and probe_method not in PROBES:
         raise ZooRankError(f"probe method {probe_method!r} is not known; use one of {', '.join(PROBES)}.")
     metric_names = resolve_metric_names(metrics)
@@ -478,7 +493,8 @@ def rank(
         "seed": seed,
         "check": (
             "; ".join(
-                f"{probe_method} linear probe trained on {'the scored subset' if tr is None else f'{n} train'}, "
+                f"{'fine-tuning (zoo_rank.finetune)' if check == 'finetune' else f'{probe_method} linear probe'} "
+                f"trained on {'the scored subset' if tr is None else f'{n} train'}, "
                 f"tested on {n} {te.split} ({probe_n_per_class if probe_n_per_class is not None else 'all'} per class)"
                 for n, tr, te in probe_sets
             )
@@ -537,6 +553,7 @@ def rank(
                     seed=seed,
                     extract_kw=extract_kw,
                     base_conditions=base_conditions,
+                    check=check,
                 )
             except Exception as err:  # one model's failure is a row of the board, not the end of the run
                 _console.warn(f"{entry.spec} failed: {_error_line(err)}")

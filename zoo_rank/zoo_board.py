@@ -1,0 +1,226 @@
+"""The zoo benchmark's board: agreement of every score with fine-tuned and probe accuracy, as md/csv/json/png.
+
+Input: the cells of ``zoo_rank.benchmark.run_grid`` (one dict per (model, target): scores, probe and
+fine-tuned accuracy, seed repeats). Output: per target and averaged over targets, for every score and
+both ground truths, with and without the random-init controls, the statistics of ``zoo_rank.zoo_stats``;
+a heat map (scores x targets, weighted tau against fine-tuned accuracy) beside a scatter (score vs
+fine-tuned accuracy for the best score and for VCI); a plain-language verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from zoo_rank._paths import write_text_atomic
+from zoo_rank.metrics import METRICS
+from zoo_rank.zoo_stats import rank_agreement, same_order, seed_spread, tie_band
+
+TRUTHS = ("finetune", "probe")
+SUBSETS = ("all", "no-controls")
+
+
+def _sign(name: str) -> int:
+    return METRICS[name].sign("target") if name in METRICS else 1
+
+
+def analyse(cells: list[dict], *, seed: int = 0) -> dict[str, Any]:
+    """Per-target and averaged agreement of every score; seed spread and ties; VCI vs H-score."""
+    ok = [c for c in cells if "error" not in c]
+    targets = sorted({c["target"] for c in ok})
+    scores = [n for n in METRICS if any(math.isfinite(c["scores"].get(n, math.nan)) for c in ok)]
+    repeats = {(c["model"], c["target"]): [r["accuracy"] for r in c["finetune_runs"]] for c in ok if len(c["finetune_runs"]) > 1}
+    spread = seed_spread(repeats)
+    band = tie_band(spread)
+    rows = []
+    for target in targets:
+        for subset in SUBSETS:
+            sel = [c for c in ok if c["target"] == target and (subset == "all" or not c["control"])]
+            for truth in TRUTHS:
+                acc = np.array([c[truth] for c in sel], dtype=np.float64)
+                for name in scores:
+                    s = np.array([c["scores"].get(name, math.nan) for c in sel], dtype=np.float64)
+                    ra = rank_agreement(s, acc, sign=_sign(name), tie_band=band, seed=seed)
+                    rows.append({"score": name, "target": target, "truth": truth, "subset": subset, **ra.to_dict()})
+    table = pl.DataFrame(rows)
+    mean = (
+        table.filter(pl.col("weighted_tau").is_not_nan())  # fewer than 3 models, or one accuracy: no statistic
+        .group_by(["score", "truth", "subset"], maintain_order=True)
+        .agg(
+            pl.col("weighted_tau").mean().alias("mean_weighted_tau"),
+            pl.col("pearson").mean().alias("mean_pearson"),
+            pl.col("spearman").mean().alias("mean_spearman"),
+            pl.col("regret").mean().alias("mean_regret"),
+            pl.col("pick_is_best").mean().alias("best_pick_rate"),
+            pl.col("pick_within_ties").mean().alias("tied_pick_rate"),
+            (pl.col("p_value") < 0.05).sum().alias("targets_p_below_0.05"),
+            pl.len().alias("targets"),
+        )
+        .sort(["truth", "subset", "mean_weighted_tau"], descending=[False, False, True])
+    )
+    coincide = {}
+    if "vci" in scores and "h_score" in scores:
+        for target in targets:
+            sel = [c for c in ok if c["target"] == target]
+            k = sel[0]["n_classes"]
+            full_rank = all(c["feature_dim"] >= k - 1 for c in sel)
+            v = np.array([-c["scores"]["vci"] for c in sel])
+            h = np.array([c["scores"]["h_score"] for c in sel])
+            degenerate = all(c["n_train"] <= c["feature_dim"] + 1 for c in sel)  # both constant: no order
+            coincide[target] = {"K": k, "min_p_K-1_is_K-1": full_rank, "same_order": same_order(v, h) and not degenerate,
+                                "degenerate": degenerate}  # fmt: skip
+    # N <= p + 1 scored images: pinv(S_T) S_B is the identity on the class-mean span for ANY features, so
+    # VCI = 0 and H-score = K - 1 for every such model: they cannot rank (the paper's N >> p regime is absent).
+    degenerate = {t: sorted(c["model"] for c in ok if c["target"] == t and c["n_train"] <= c["feature_dim"] + 1)
+                  for t in targets}  # fmt: skip
+    return {"targets": targets, "scores": scores, "table": table, "mean": mean, "spread": spread,
+            "tie_band": band, "vci_vs_h_score": coincide, "n_below_p": degenerate}  # fmt: skip
+
+
+def verdict(analysis: dict[str, Any]) -> list[str]:
+    """Plain-language conclusions, each from a number on the board."""
+    mean = analysis["mean"]
+    ft = mean.filter((pl.col("truth") == "finetune") & (pl.col("subset") == "no-controls"))
+    ft_all = mean.filter((pl.col("truth") == "finetune") & (pl.col("subset") == "all"))
+    lines = [] if ft.height else ["Against fine-tuned accuracy without the controls there is no ranking statistic: "
+                                  "fewer than 3 models (or equal accuracies) on every target."]  # fmt: skip
+    def pick(r: dict) -> str:
+        return (f"mean weighted tau {r['mean_weighted_tau']:+.2f} over {r['targets']} targets; its first pick is the "
+                f"best fine-tuned model on {r['best_pick_rate']:.0%} of them and within the seed spread on "
+                f"{r['tied_pick_rate']:.0%} (mean regret {100 * r['mean_regret']:.1f} points).")  # fmt: skip
+
+    if ft.height:
+        best = ft.row(0, named=True)
+        tied = [r["score"] for r in ft.iter_rows(named=True)
+                if r["score"] != best["score"] and abs(r["mean_weighted_tau"] - best["mean_weighted_tau"]) < 0.005]  # fmt: skip
+        also = f" (tied with {', '.join(tied)})" if tied else ""
+        lines.append(f"Against fine-tuned accuracy, without the random controls, **{best['score']}**{also} ranks the "
+                     f"zoo best: {pick(best)}")  # fmt: skip
+        vci = ft.filter(pl.col("score") == "vci")
+        if vci.height and best["score"] != "vci":
+            lines.append(f"VCI (target mode, lower = better): {pick(vci.row(0, named=True))}")
+    if ft_all.height and ft.height:
+        b = ft_all.row(0, named=True)
+        lines.append(f"With the random controls in the zoo the best mean weighted tau is {b['mean_weighted_tau']:+.2f} "
+                     f"({b['score']}), without them {ft.row(0, named=True)['mean_weighted_tau']:+.2f}: telling trained "
+                     "from random networks is the easy part; the no-controls numbers are the ones to trust.")  # fmt: skip
+    sp = analysis["spread"]
+    if sp.get("cells"):
+        lines.append(
+            f"Seed spread of fine-tuning: pooled SD {100 * sp['sd']:.1f} points over {sp['cells']} repeated cells "
+            f"(largest range {100 * sp['max_range']:.1f}); accuracy differences below {100 * analysis['tie_band']:.1f} "
+            "points (2 SD) are ties."
+        )
+    below = {t: m for t, m in analysis.get("n_below_p", {}).items() if m}
+    if below:
+        worst = max(below.values(), key=len)
+        lines.append(
+            f"On {len(below)} of {len(analysis['targets'])} targets some models have more feature dimensions than "
+            f"scored images (N <= p + 1; up to {len(worst)} models per target): there VCI = 0 and H-score = K - 1 "
+            "whatever the features, so those two (and other full-covariance scores) cannot rank them; use a score "
+            "that stays informative at N < p, or more labelled images."
+        )
+    co = analysis["vci_vs_h_score"]
+    if co:
+        same = [t for t, v in co.items() if v["same_order"]]
+        full = [t for t, v in co.items() if v["min_p_K-1_is_K-1"]]
+        lines.append(
+            f"min(p, K-1) = K-1 for every model on {len(full)} of {len(co)} targets, so there VCI = 1 - H-score/(K-1) "
+            f"and the two order the models identically (measured: same order on {len(same)} targets"
+            f"{': ' + ', '.join(same) if same else ''}; targets where both are constant are not counted)."
+        )
+    return lines
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:+.2f}" if abs(v) <= 1 else f"{v:.3g}"
+    return "" if v is None else str(v)
+
+
+def _md_table(df: pl.DataFrame) -> str:
+    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * df.width + "\n"
+    return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in df.iter_rows())
+
+
+def write_board(analysis: dict, zoo: list, cells: list[dict], run: dict[str, Any], stem: Path) -> dict[str, Path]:
+    """leaderboards/zoo-benchmark.{md,csv,json,png}."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = {ext: stem.with_suffix(f".{ext}") for ext in ("md", "csv", "json", "png")}
+    analysis["table"].write_csv(paths["csv"])
+    ok = [c for c in cells if "error" not in c]
+    acc = pl.DataFrame([{"model": c["model"], "control": c["control"], "target": c["target"], "probe": c["probe"],
+                         "finetune": c["finetune"], "lr": c["finetune_runs"][0]["lr"]} for c in ok])  # fmt: skip
+    lines = [f"# Zoo benchmark: does the ranking hold?{' (TINY smoke setting, not the benchmark)' if run['tiny'] else ''}", ""]
+    lines += ["## Verdict", "", *[f"- {v}" for v in verdict(analysis)], ""]
+    lines += ["## The zoo", "", "| model | group | control | spec |", "|---|---|---|---|"]
+    lines += [f"| {m.name} | {m.group} | {'yes' if m.control else ''} | `{m.spec}` |" for m in zoo]
+    lines += ["", "## Ground truth per target (fine-tuned / probe accuracy; flowers102 mean per class)", ""]
+    if acc.height:
+        wide = acc.with_columns(pl.format("{} / {}", pl.col("finetune").round(3), pl.col("probe").round(3)).alias("ft / probe"))
+        lines.append(_md_table(wide.pivot(on="target", index="model", values="ft / probe")))
+    for truth in ("finetune", "probe"):
+        m = analysis["mean"].filter(pl.col("truth") == truth).drop("truth")
+        lines += [f"## Averaged over targets, against {truth} accuracy", "", _md_table(m)]
+    wt = analysis["table"].filter((pl.col("truth") == "finetune") & (pl.col("subset") == "no-controls"))
+    if wt.height:
+        lines += ["## Weighted tau per target (fine-tuned, no controls; p = permutation p-value)", "",
+                  _md_table(wt.select("score", "target", "n_models", "weighted_tau", "spearman", "regret", "p_value", "exact")
+                            .pivot(on="target", index="score", values="weighted_tau"))]  # fmt: skip
+    lines += ["## Reproduce", "", f"```\n{run['command']}\n```", "",
+              *[f"- {k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in run.items() if k != "command"]]  # fmt: skip
+    write_text_atomic(paths["md"], "\n".join(lines) + "\n")
+    record = {"run": run, "zoo": [m.__dict__ for m in zoo], "cells": cells, "spread": analysis["spread"],
+              "n_below_p": analysis["n_below_p"],
+              "tie_band": analysis["tie_band"], "vci_vs_h_score": analysis["vci_vs_h_score"],
+              "verdict": verdict(analysis), "mean": analysis["mean"].to_dicts(), "per_target": analysis["table"].to_dicts()}  # fmt: skip
+    write_text_atomic(paths["json"], json.dumps(record, indent=1, default=str))
+    plot(analysis, ok, paths["png"])
+    return paths
+
+
+def plot(analysis: dict, cells: list[dict], path: Path) -> None:
+    """Left: weighted tau (fine-tuned, no controls), scores x targets. Right: score vs fine-tuned accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = analysis["table"].filter((pl.col("truth") == "finetune") & (pl.col("subset") == "no-controls"))
+    scores, targets = analysis["scores"], analysis["targets"]
+    grid = np.full((len(scores), len(targets)), np.nan)
+    for r in t.iter_rows(named=True):
+        grid[scores.index(r["score"]), targets.index(r["target"])] = r["weighted_tau"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6 + 0.8 * len(targets), 0.45 * len(scores) + 3))
+    im = ax.imshow(grid, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(targets)), targets, rotation=45, ha="right")
+    ax.set_yticks(range(len(scores)), scores)
+    for i in range(len(scores)):
+        for j in range(len(targets)):
+            if np.isfinite(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:+.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, label="weighted tau vs fine-tuned acc.")
+    ax.set_title("weighted Kendall tau (no controls)")
+    mean = analysis["mean"].filter((pl.col("truth") == "finetune") & (pl.col("subset") == "no-controls"))
+    best = mean.row(0, named=True)["score"] if mean.height else "vci"
+    for name in dict.fromkeys([best, "vci"]):
+        if name not in scores:
+            continue
+        for target in targets:
+            sel = [c for c in cells if c["target"] == target]
+            s = np.array([_sign(name) * c["scores"].get(name, np.nan) for c in sel])
+            z = (s - np.nanmean(s)) / (np.nanstd(s) or 1.0)  # per target z-scores: one axis for all targets
+            ax2.scatter(z, [c["finetune"] for c in sel], s=14, marker="o" if name == best else "x",
+                        label=f"{name} ({target})")  # fmt: skip
+    ax2.set_xlabel("score x direction, z-scored per target (right = predicted better)")
+    ax2.set_ylabel("fine-tuned accuracy")
+    ax2.set_title(f"{best} (o) and vci (x) vs fine-tuned accuracy")
+    ax2.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
