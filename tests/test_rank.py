@@ -336,11 +336,11 @@ def test_files_the_tool_did_not_write_are_never_overwritten(cache_dir, tmp_path)
 def test_ctrl_c_keeps_the_rows_of_the_models_that_finished(cache_dir, tmp_path, monkeypatch, capsys):
     real, calls = rank_mod._run_model, []
 
-    def interrupted_second(entry, *a, **k):
+    def interrupted_second(zoo, entry, *a, **k):
         calls.append(entry.spec)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(entry, *a, **k)
+        return real(zoo, entry, *a, **k)
 
     monkeypatch.setattr(rank_mod, "_run_model", interrupted_second)
     out = tmp_path / "b"
