@@ -158,7 +158,10 @@ def all_scores(backbone: Any, features: np.ndarray, labels: np.ndarray) -> tuple
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:  # one pass: the registry shares ClassStats and eigendecompositions between metrics
-            scores.update(compute_metrics(features, labels, names=plain))
+            values = compute_metrics(features, labels, names=plain)
+            scores.update(values)
+            # Undefined here (plain VCI / H-score at N <= p + 1, constant features): an N/A cell with its reason.
+            notes += [f"{n}: {_one_line(reason)}" for n, reason in values.reasons.items()]
         except Exception:
             for n in plain:
                 try:
