@@ -5,11 +5,19 @@ The lowest room of the house: models, data and cache all import it, it imports n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import json
 import os
+import platform
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from zoo_rank import __version__
 
 _CHUNK = 1 << 20
 # In-process memo: (resolved path, size, mtime_ns) -> sha256 hex.
@@ -80,3 +88,58 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` for a writer that needs a file name (parquet, torch.save, a
+    folder); on success it is renamed over `path`, on any error it is removed: readers see old or new."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()  # the writer creates it (a file or a folder)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def canonical_json(obj: Any, *, separators: tuple[str, str] | None = (",", ":")) -> str:
+    """Key-stable JSON: sorted keys, tuples as lists, numpy scalars as Python numbers, sets sorted.
+
+    `separators` is part of the bytes, hence of every digest made from them: existing keys pass what they
+    were written with (None: json's default ", " / ": ").
+    """
+
+    def default(o: Any) -> Any:
+        if hasattr(o, "item") and callable(o.item):  # numpy scalars
+            return o.item()
+        if isinstance(o, (set, frozenset)):
+            return sorted(o)
+        return str(o)
+
+    return json.dumps(obj, sort_keys=True, separators=separators, default=default)
+
+
+def json_digest(obj: Any, length: int | None = None, *, separators: tuple[str, str] | None = (",", ":")) -> str:
+    """Hex sha256 of ``canonical_json(obj)``, cut to `length` characters (None: all 64)."""
+    digest = hashlib.sha256(canonical_json(obj, separators=separators).encode()).hexdigest()
+    return digest if length is None else digest[:length]
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """zoo_rank's and Python's versions plus those of `packages` (import names, e.g. "torch", "sklearn")
+    that could change a number; recorded beside results so a figure can be reproduced."""
+    out = {"zoo_rank": __version__}
+    for name in packages:
+        module = importlib.import_module(name)
+        out["scikit-learn" if name == "sklearn" else name] = getattr(module, "__version__", "unknown")
+    out["python"] = platform.python_version()
+    return out

@@ -33,11 +33,11 @@ from typing import Any
 from zoo_rank import __version__, regime
 from zoo_rank._paths import write_bytes_atomic, write_text_atomic
 from zoo_rank._validation import ZooRankError
+from zoo_rank.metrics import check_mode, metric_sign
 from zoo_rank.significance import PERMUTATION_BELOW
 
 RESULT_SCHEMA = "zoo_rank.result/1"
 BOARD_SCHEMA = "zoo_rank.leaderboard/1"
-MODES = ("source", "target")
 #: The board's sort key when none is chosen: the paper's score.
 DEFAULT_PRIMARY = "vci"
 
@@ -86,21 +86,6 @@ N_BOOT = 200
 
 def metric_title(metric: str) -> str:
     return _TITLES.get(metric, metric)
-
-
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ZooRankError(
-            f"mode {mode!r} is not known; expected one of {', '.join(MODES)} (see `zoo-rank rank --help`)."
-        )
-    return mode
-
-
-def metric_sign(metric: str, mode: str) -> int:
-    """+1 when a higher value of `metric` predicts better transfer in `mode`, -1 when a lower one does."""
-    from zoo_rank import validate
-
-    return validate.metric_sign(metric, check_mode(mode))
 
 
 def _tied(a: float, b: float) -> bool:

@@ -445,8 +445,7 @@ def rank(
     Returns the board and the written paths.
     """
     from zoo_rank.data import check_subset_args, known_datasets
-    from zoo_rank.leaderboard import check_mode
-    from zoo_rank.metrics import resolve_metric_names
+    from zoo_rank.metrics import check_mode, resolve_metric_names
 
     check_mode(mode)
     if check not in ("probe", "finetune"):

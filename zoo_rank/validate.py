@@ -45,6 +45,7 @@ from scipy import special
 from scipy import stats as sps
 
 from zoo_rank._validation import ZooRankError
+from zoo_rank.metrics import metric_sign
 from zoo_rank.paper import TABLES_FILE as PAPER_TABLES_FILE
 from zoo_rank.significance import PERMUTATION_BELOW, bootstrap_intervals, permutation_p_values
 
@@ -224,18 +225,6 @@ def rank_correlations(
         p_value=p_value,
         uncertainty=uncertainty,
     )
-
-
-def metric_sign(name: str, mode: str = "target") -> int:
-    """The sign with which a higher value of registered metric `name` predicts better transfer.
-
-    mode "source": scores on the pretraining data (the paper's setting); "target": on the user's data.
-    """
-    from zoo_rank.metrics import METRICS
-
-    if name not in METRICS:
-        raise ZooRankError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}.")
-    return int(METRICS[name].sign(mode))
 
 
 # ---- the paper's tables ------------------------------------------------------------------------

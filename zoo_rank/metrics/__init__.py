@@ -82,9 +82,20 @@ class MetricInfo:
 
     def sign(self, mode: str) -> int:
         """+1 if a higher value predicts better transfer in `mode` ("source" or "target"), else -1."""
-        if mode not in ("source", "target"):
-            raise ZooRankError(f"mode must be 'source' or 'target', got {mode!r}.")
-        return self.source_sign if mode == "source" else self.target_sign
+        return self.source_sign if check_mode(mode) == "source" else self.target_sign
+
+
+#: Where features are scored: "source" on the pretraining data (the paper's setting), "target" on the user's.
+MODES = ("source", "target")
+
+
+def check_mode(mode: str) -> str:
+    """`mode` itself when it is one of MODES, else a one-line ZooRankError."""
+    if mode not in MODES:
+        raise ZooRankError(
+            f"mode {mode!r} is not known; expected one of {', '.join(MODES)} (see `zoo-rank rank --help`)."
+        )
+    return mode
 
 
 _LESS_COLLAPSE = "more within-class variability (less collapse)"
@@ -412,6 +423,14 @@ def compute_metrics(
     return MetricScores(values, reasons, estimators)
 
 
+def metric_sign(name: str, mode: str = "target") -> int:
+    """+1 when a higher value of registered metric `name` predicts better transfer in `mode`, -1 when a
+    lower one does; a one-line ZooRankError for an unknown name or mode."""
+    if name not in METRICS:
+        raise ZooRankError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}.")
+    return METRICS[name].sign(mode)
+
+
 def __getattr__(name: str) -> Any:
     # `from zoo_rank.metrics import cosine_similarity` keeps working, with a FutureWarning.
     if name in DEPRECATED_NAMES:
@@ -421,6 +440,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "METRICS",
+    "MODES",
     "NEEDS",
     "ClassStats",
     "MetricInfo",
@@ -429,6 +449,7 @@ __all__ = [
     "NCTITerms",
     "SampleSizeWarning",
     "UndefinedMetricError",
+    "check_mode",
     "class_separation",
     "compute_metrics",
     "cosine_distance",
@@ -439,6 +460,7 @@ __all__ = [
     "knn_accuracy",
     "leep",
     "logme",
+    "metric_sign",
     "nce",
     "ncti_combine",
     "ncti_ncc",
