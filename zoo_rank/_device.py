@@ -12,8 +12,7 @@ import os
 import torch
 
 from zoo_rank._validation import ZooRankError
-
-PRECISIONS = ("auto", "bf16", "fp32")
+from zoo_rank.options import PRECISIONS
 
 
 def pick_device(device: str | torch.device = "auto", *, allow_mps: bool = True) -> torch.device:
