@@ -56,8 +56,8 @@ from zoo_rank.extract import extract_features
 from zoo_rank.metrics import compute_metrics
 from zoo_rank.models import create_backbone
 from zoo_rank.probe import linear_probe
+from zoo_rank.stats import load_paper_tables, logit, mlog, paper_report
 from zoo_rank.train import get_recipe, read_record, train
-from zoo_rank.validate import load_paper_tables, logit, mlog, paper_report
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "small-tinyimagenet"

@@ -17,7 +17,7 @@ from zoo_rank._validation import ZooRankError
 from zoo_rank.finetune import SCALE_FLOOR, FinetuneOptions, _probe_head, cell_key, stratified_split
 from zoo_rank.models import create_backbone
 from zoo_rank.probe import linear_probe
-from zoo_rank.zoo_stats import rank_agreement, same_order, seed_spread, tie_band
+from zoo_rank.stats import rank_agreement, same_order, seed_spread, tie_band
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from zoo_rank._validation import ZooRankError
-from zoo_rank.validate import (
+from zoo_rank.stats import (
     load_paper_tables,
     mlog,
     paper_report,
@@ -259,10 +259,11 @@ def test_bad_tables_files(tmp_path, change, match):
 
 
 def test_run_validation_scores_models_and_correlates_with_probe_accuracy(tmp_path, monkeypatch):
+    from zoo_rank.jobs.validate import run_validation
+
     import zoo_rank.extract as extract_mod
     import zoo_rank.probe as probe_mod
     from zoo_rank import results
-    from zoo_rank.validate import run_validation
 
     # Four models whose features separate the classes more and more: probe accuracy rises with spread.
     spreads = {"m0": 0.05, "m1": 0.2, "m2": 0.5, "m3": 2.0}

@@ -329,7 +329,7 @@ def validate_cmd(
     metric: Optional[str] = typer.Option(None, "--metric", "-m", help="Comma-separated metric names (default: all)."),
     probe: str = typer.Option("logistic", "--probe", help="Which probe's accuracy is the target."),
     paper: bool = typer.Option(False, "--paper", help="Recompute MLOG and metric-vs-MLOG correlations from the paper's Tables 1-2."),
-    tables: Optional[Path] = typer.Option(None, "--tables", help="Paper-tables JSON file (schema: zoo_rank/validate.py)."),
+    tables: Optional[Path] = typer.Option(None, "--tables", help="Paper-tables JSON file (schema: zoo_rank/stats/paper.py)."),
     n_per_class: Optional[int] = typer.Option(None, "--n-per-class", help="Score on n training images per class (reads the probe run with the same --n-per-class and --seed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample and of the bootstrap."),
     n_boot: int = typer.Option(1000, "--n-boot", help="BCa bootstrap resamples over models, for 10+ models (0: no intervals); fewer models get exact permutation p-values."),
@@ -340,7 +340,7 @@ def validate_cmd(
 ) -> None:
     """How well each metric predicts probe accuracy over models (Pearson, Spearman, Kendall, weighted tau, regret)."""
     from zoo_rank import results
-    from zoo_rank import validate as val
+    from zoo_rank import stats as val
 
     if paper:
         report = val.paper_report(val.load_paper_tables(tables), n_boot=n_boot, seed=seed)
@@ -348,8 +348,10 @@ def validate_cmd(
         return
     if not models or not datasets:
         raise ZooRankError("validate needs MODELS and --datasets (or --paper); e.g. zoo-rank validate m1 m2 m3 --datasets digits.")
+    from zoo_rank.jobs.validate import run_validation  # after merge: the jobs room's grid
+
     names = ["ten"] if datasets.strip() == "ten" else _split(datasets) or []
-    table = val.run_validation(
+    table = run_validation(
         models, names, metrics=_split(metric), probe=probe, results_dir=results_dir, skip_existing=skip_existing,
         n_per_class=n_per_class, seed=seed, device=device, n_boot=n_boot, quiet=quiet,
     )  # fmt: skip

@@ -34,7 +34,7 @@ from zoo_rank import __version__, regime
 from zoo_rank._paths import write_bytes_atomic, write_text_atomic
 from zoo_rank._validation import ZooRankError
 from zoo_rank.metrics import check_mode, metric_sign
-from zoo_rank.significance import PERMUTATION_BELOW
+from zoo_rank.stats import PERMUTATION_BELOW, rank_correlations
 
 RESULT_SCHEMA = "zoo_rank.result/1"
 BOARD_SCHEMA = "zoo_rank.leaderboard/1"
@@ -612,9 +612,7 @@ def build_board(
 
 
 def _correlate(scores: Sequence[float], targets: Sequence[float], sign: int, n_boot: int) -> dict[str, Any]:
-    """validate.rank_correlations of sign * scores with targets, as a JSON-ready dict (with bootstrap CIs)."""
-    from zoo_rank.validate import rank_correlations
-
+    """stats.rank_correlations of sign * scores with targets, as a JSON-ready dict (with bootstrap CIs)."""
     return rank_correlations(list(scores), list(targets), sign=sign, n_boot=n_boot, seed=0).to_dict()
 
 

@@ -2,7 +2,7 @@
 
 Input: the cells of ``zoo_rank.benchmark.run_grid`` (one dict per (model, target): scores, probe and
 fine-tuned accuracy, seed repeats). Output: per target and averaged over targets, for every score and
-both ground truths, with and without the random-init controls, the statistics of ``zoo_rank.zoo_stats``;
+both ground truths, with and without the random-init controls, the statistics of ``zoo_rank.stats.zoo``;
 a heat map (scores x targets, weighted tau against fine-tuned accuracy) beside a scatter (score vs
 fine-tuned accuracy for the best score and for VCI); a plain-language verdict.
 """
@@ -19,7 +19,7 @@ import polars as pl
 
 from zoo_rank._paths import write_text_atomic
 from zoo_rank.metrics import METRICS
-from zoo_rank.zoo_stats import rank_agreement, same_order, seed_spread, tie_band
+from zoo_rank.stats import rank_agreement, same_order, seed_spread, tie_band
 
 TRUTHS = ("finetune", "probe")
 SUBSETS = ("all", "no-controls")

@@ -13,7 +13,7 @@ transferability metrics, their peculiarities, stability and performance", ECML-P
 
 The intensity a follows scikit-learn's `ledoit_wolf_shrinkage` and `OAS` exactly. Both need only
 Tr Sigma_T and ||Sigma_T||_F^2 (from `ClassStats.second`), and Ledoit-Wolf also sum_i ||h_i - mu_G||^4,
-which `ClassStats` streams as the fourth moment about its shift (`stats.fourth_moments`): the intensity
+which `ClassStats` streams as the fourth moment about its shift (`covariances.fourth_moments`): the intensity
 of a feature set streamed in batches or shards equals the library's on all of it at once.
 """
 
@@ -24,7 +24,8 @@ import math
 import numpy as np
 
 from zoo_rank._validation import ZooRankError
-from zoo_rank.metrics.stats import ClassStats, fourth_moments
+from zoo_rank.metrics.covariances import fourth_moments
+from zoo_rank.metrics.stats import ClassStats
 
 #: Named intensities; a float in [0, 1] is also accepted wherever `shrinkage=` is.
 METHODS = {"ledoit-wolf": "Ledoit-Wolf", "oas": "OAS"}

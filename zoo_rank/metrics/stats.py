@@ -15,6 +15,8 @@ are accumulated batch by batch, merged by addition and all-reduced across proces
 offset; subtracting it before the float32 products keeps them accurate, and every metric is
 shift-invariant (the cosine sums use the raw features, where the shift would change the angles).
 State is float64 torch tensors on the device of the first batch, so CUDA features stay on the GPU.
+This module accumulates (update, merge, all_reduce); what the metrics read from the sums (class means,
+covariances, the eigh of Sigma_T) is in metrics/covariances.py, the base class ClassStats extends.
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from zoo_rank._validation import ZooRankError, check_features, label_vector
+from zoo_rank.metrics.covariances import STATE, ClassCovariances, fourth_moments
 
 # Rows per product: bounds the scratch memory (one block of x - c of this many bytes); longer blocks run
 # the Gram faster (50,000 x 2,048: 1.19 s in 16,384-row blocks, 1.23 s in 8,192, 1.12 s whole). Block
 # length does not move the float32 rounding: Sigma_T is off by ~4e-7 relative for 4,096 to 32,768 rows.
 _CHUNK_BYTES = 128 * 2**20
 _MIN_CHUNK = 4096
-_STATE = ("shift", "counts", "sums", "second", "sq_norms", "unit_sums", "quartic", "cubic")
 # A zero feature vector has no direction: it contributes nothing to the cosine sums.
 _NORM_EPS = 1e-12
 
@@ -48,7 +51,7 @@ def _as_tensor(x: Any) -> torch.Tensor:
 
 
 @dataclass(eq=False)
-class ClassStats:
+class ClassStats(ClassCovariances):
     """Class counts, class sums and one second-moment matrix of a feature set, in float64.
 
     >>> stats = ClassStats(dim=2048)
@@ -247,14 +250,14 @@ class ClassStats:
         if self.second is None or self.device == device:
             return self
         out = self._copy()
-        for name in _STATE:
+        for name in STATE:
             setattr(out, name, getattr(out, name).to(device))
         return out
 
     def _copy(self) -> ClassStats:
         out = ClassStats(dim=self.dim, classes=list(self.classes), exact=self.exact)
         out._index = dict(self._index)
-        for name in _STATE:
+        for name in STATE:
             value = getattr(self, name)
             setattr(out, name, None if value is None else value.clone())
         return out
@@ -265,8 +268,6 @@ class ClassStats:
         Ranks may have seen different labels: the label sets are gathered first and every rank
         re-indexes to their sorted union, and all re-shift to one common shift before summing.
         """
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return self
         gathered: list[Any] = [None] * dist.get_world_size(group)
@@ -313,111 +314,6 @@ class ClassStats:
         self.exact = all(e for _, _, e in gathered)
         self._cache.clear()
         return self
-
-    # ---- derived quantities (float64 numpy; cached until the next update) ------------------------
-
-    def _cached(self, key: str, make: Any) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
-
-    def _require(self, min_classes: int = 2) -> None:
-        if self.second is None or self.n_samples == 0:
-            raise ZooRankError(
-                "these statistics are empty; call update(features, labels) with at least one batch first."
-            )
-        if self.n_classes < min_classes:
-            raise ZooRankError(
-                f"found {self.n_classes} class(es) in the labels, need at least {min_classes}; "
-                "collapse metrics compare classes, so pass features of two or more classes."
-            )
-
-    def numpy(self) -> dict[str, np.ndarray]:
-        """All state as float64 numpy arrays (host copies)."""
-        self._require(min_classes=1)
-        return self._cached(
-            "numpy",
-            lambda: {name: getattr(self, name).cpu().numpy() for name in _STATE},
-        )
-
-    def class_weights(self) -> np.ndarray:
-        """(K,) class frequencies n_k / N."""
-        counts = self.numpy()["counts"]
-        return counts / counts.sum()
-
-    def class_means(self) -> np.ndarray:
-        """(K, p) class means mu_k in the original (unshifted) coordinates."""
-        s = self.numpy()
-        return s["sums"] / s["counts"][:, None] + s["shift"]
-
-    def global_mean(self) -> np.ndarray:
-        """(p,) global mean mu_G."""
-        s = self.numpy()
-        return s["sums"].sum(axis=0) / s["counts"].sum() + s["shift"]
-
-    def mean_deviations(self) -> np.ndarray:
-        """(K, p) rows sqrt(n_k / N) (mu_k - mu_G), so that Sigma_B = A^T A."""
-
-        def make() -> np.ndarray:
-            s = self.numpy()
-            shifted_means = s["sums"] / s["counts"][:, None]
-            shifted_global = s["sums"].sum(axis=0) / s["counts"].sum()
-            return np.sqrt(self.class_weights())[:, None] * (shifted_means - shifted_global)
-
-        return self._cached("mean_deviations", make)
-
-    def total_cov(self) -> np.ndarray:
-        """(p, p) Sigma_T = (1/N) sum_i (h_i - mu_G)(h_i - mu_G)^T."""
-
-        def make() -> np.ndarray:
-            s = self.numpy()
-            n = s["counts"].sum()
-            m = s["sums"].sum(axis=0) / n
-            cov = s["second"] / n - np.outer(m, m)
-            return (cov + cov.T) / 2
-
-        return self._cached("total_cov", make)
-
-    def between_cov(self) -> np.ndarray:
-        """(p, p) Sigma_B = sum_k (n_k/N) (mu_k - mu_G)(mu_k - mu_G)^T (equals the paper's 1/K form when balanced)."""
-        a = self.mean_deviations()
-        return a.T @ a
-
-    def within_cov(self) -> np.ndarray:
-        """(p, p) Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T = Sigma_T - Sigma_B."""
-        return self.total_cov() - self.between_cov()
-
-    def total_eigh(self) -> tuple[np.ndarray, np.ndarray]:
-        """Eigenvalues (p,) ascending and eigenvectors (p, p) of Sigma_T, in float64 (LAPACK syevd)."""
-        return self._cached("total_eigh", lambda: np.linalg.eigh(self.total_cov()))
-
-    def default_rcond(self) -> float:
-        """Relative eigenvalue cut-off below which a direction of a covariance counts as zero.
-
-        Float64 products leave errors near 1e-16 relative; float32 products (the fast path for
-        float32 features) leave Sigma_T off by 1e-7 to 1e-6 of its largest eigenvalue (4e-7 measured on
-        50,000 ReLU-like features, whatever the block length), so everything under 1e-5 of the largest
-        eigenvalue is indistinguishable from rounding.
-        """
-        return 1e-10 if self.exact else 1e-5
-
-
-def fourth_moments(stats: ClassStats, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum_i ||z_i - d||^4, sum_i ||z_i - d||^2 (z_i - d)) from the moments about the shift, z_i = h_i - c.
-
-    With q_i = ||z_i||^2, D = ||d||^2, s = sum_i z_i, M = sum_i z_i z_i^T, r = sum_i q_i z_i, Q = sum_i q_i^2:
-        sum ||z_i - d||^4           = Q - 4 r.d + 4 d^T M d + 2 D sum q_i - 4 D s.d + N D^2
-        sum ||z_i - d||^2 (z_i - d) = r - 2 M d - (sum q_i) d + 2 (s.d) d + D s - N D d
-    so the moments about any point (the global mean, another shard's shift) follow from one pass.
-    """
-    n = float(stats.counts.sum())
-    s, m, r = stats.sums.sum(dim=0), stats.second, stats.cubic
-    q_sum, big_d = stats.sq_norms.sum(), d.dot(d)
-    md = m @ d
-    quartic = stats.quartic - 4 * r.dot(d) + 4 * d.dot(md) + 2 * big_d * q_sum - 4 * big_d * s.dot(d)
-    quartic = quartic + n * big_d**2
-    cubic = r - 2 * md - q_sum * d + 2 * s.dot(d) * d + big_d * s - n * big_d * d
-    return quartic, cubic
 
 
 def _weighted_class_sums(

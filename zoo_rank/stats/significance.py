@@ -11,7 +11,7 @@ that claims certainty from four numbers. So:
   p-value is 1/M! (4 models: 0.042; 3 models: 0.17);
 - from `PERMUTATION_BELOW` models on: BCa intervals of `scipy.stats.bootstrap`, resampling models.
 
-The statistics are the ones of `zoo_rank.validate.rank_correlations`: Pearson r, Spearman rho (Pearson of
+The statistics are the ones of `zoo_rank.stats.rank_correlations`: Pearson r, Spearman rho (Pearson of
 average ranks) and Kendall tau-b (sum_ij sign(ds) sign(dt) / sqrt(sum sign(ds)^2 sum sign(dt)^2) over
 pairs i < j), written here for a batch of resamples at once.
 """
@@ -29,6 +29,10 @@ PERMUTATION_BELOW = 10
 #: Statistics with a permutation p-value (weighted tau and regret have no cheap batched form).
 TESTED = ("pearson", "spearman", "kendall")
 _BATCH = 40_320  # 8!: permutations per statistic call, bounding memory at 9 models
+# The statistics handed to scipy's permutation_test / bootstrap are batched here because scipy's own are
+# per call: kendalltau has no axis, and one call costs 0.73 ms, so 9! permutations would take ~270 s
+# against 1.8 s for all three statistics batched (scipy 1.17, 2 CPU cores). pearsonr(axis=-1) is 50x slower
+# on 8! permutations (0.78 s vs 0.015 s) and differs by 4e-16, which could move an exact p-value's ties.
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -86,8 +90,9 @@ def permutation_p_values(scores: np.ndarray, targets: np.ndarray) -> dict[str, f
     return {k: float(p) for k, p in zip(TESTED, np.atleast_1d(result.pvalue), strict=True)}
 
 
-def _regret(s: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Top-1 regret along the last axis: best target minus the worst target among the top scores."""
+def top1_regret(s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Top-1 regret along the last axis of s, t (..., M): best target minus the worst target among the top
+    scores (ties broken pessimistically); (...,)."""
     top = s == s.max(-1, keepdims=True)
     return t.max(-1) - np.where(top, t, np.inf).min(-1)
 
@@ -111,7 +116,7 @@ def bootstrap_intervals(
         "pearson": lambda a, b: _pearson(a, b),
         "spearman": lambda a, b: _pearson(stats.rankdata(a, axis=-1), stats.rankdata(b, axis=-1)),
         "kendall": _kendall,
-        "regret": _regret,
+        "regret": top1_regret,
     }
     out: dict[str, tuple[float, float]] = {}
     for name in ("pearson", "spearman", "kendall", "weighted_tau", "regret"):
