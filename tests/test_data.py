@@ -31,6 +31,7 @@ from zoo_rank.data import (
     known_datasets,
     load_images,
 )
+from zoo_rank.options import Subset
 
 FASHION = Path(BUILTIN["fashion-mnist"].location)
 
@@ -274,13 +275,13 @@ def test_split_given_twice_must_agree():
 
 def test_balanced_subset_of_digits(cache_dir, tmp_path):
     train = load_images("digits")
-    manifest = balanced_subset(train, n_per_class=20, seed=0)
+    manifest = balanced_subset(train, Subset(n_per_class=20, seed=0))
     labels = train.labels
     assert np.bincount(labels[manifest.indices]).tolist() == [20] * 10
     assert (np.diff(manifest.indices) > 0).all() and manifest.indices.dtype == np.int64
     assert manifest.short_classes == {}
-    assert balanced_subset(train, 20, seed=0).digest() == manifest.digest()
-    other = balanced_subset(train, 20, seed=1)
+    assert balanced_subset(train, Subset(20, 0)).digest() == manifest.digest()
+    other = balanced_subset(train, Subset(20, 1))
     assert not np.array_equal(other.indices, manifest.indices)
     # Round trip through JSON; the subset's rows are the manifest's rows.
     loaded = Manifest.load(manifest.save(tmp_path / "m.json"))
@@ -378,7 +379,7 @@ def test_a_one_class_image_folder_says_so(tmp_path):
 def test_classes_with_fewer_images_than_n_per_class_are_warned_about_with_the_numbers(tmp_path, capsys):
     _write_image_folder(tmp_path / "pets", {"dog": 5, "cat": 2, "bird": 3})
     images = load_images(str(tmp_path / "pets"))
-    manifest = balanced_subset(images, 4, seed=0)
+    manifest = balanced_subset(images, Subset(4, 0))
     assert manifest.short_classes == {0: 3, 1: 2}  # bird, cat
     said = " ".join(capsys.readouterr().err.split())
     assert (
@@ -386,7 +387,7 @@ def test_classes_with_fewer_images_than_n_per_class_are_warned_about_with_the_nu
         and ":train have fewer than --n-per-class 4 images (bird 3, cat 2)" in said
         and "the subset holds 9 images, not 12" in said
     )
-    balanced_subset(images, 4, seed=0)  # the same subset again (the next model): said once is enough
+    balanced_subset(images, Subset(4, 0))  # the same subset again (the next model): said once is enough
     assert "fewer than" not in capsys.readouterr().err
-    balanced_subset(images, 2, seed=0)  # every class has 2: nothing to say
+    balanced_subset(images, Subset(2, 0))  # every class has 2: nothing to say
     assert "fewer than" not in capsys.readouterr().err

@@ -24,7 +24,7 @@ from zoo_rank.train import (
     within_class_cosine,
     within_class_split,
 )
-from zoo_rank.train.loop import build_optimizer, build_scheduler
+from zoo_rank.train.model import build_optimizer, build_scheduler
 
 # ---- losses --------------------------------------------------------------------------------------
 

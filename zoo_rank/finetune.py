@@ -37,12 +37,12 @@ from torch import nn
 from zoo_rank._console import err_console, progress
 from zoo_rank._device import pick_device, resolve_precision
 from zoo_rank._validation import ZooRankError
+from zoo_rank.data import ImageRows as _ImageRows
 from zoo_rank.data import balanced_indices
 from zoo_rank.extract import _process_group
 from zoo_rank.models import Backbone, RGBTransform, create_backbone
 from zoo_rank.probe import accuracies, linear_probe
 from zoo_rank.results import read_result, result_path, write_result
-from zoo_rank.train.loop import _ImageRows
 
 KIND = "finetune"
 SCALE_FLOOR = 0.1
@@ -185,7 +185,7 @@ def _decode(images: Any, rows: np.ndarray, side: int) -> list:
 
 
 class _Decoded:
-    """Already-decoded images in the shape of an ImageSet (train.loop._ImageRows reads `.dataset[i]["image"]`)."""
+    """Already-decoded images in the shape of an ImageSet (data.ImageRows reads `.dataset[i]["image"]`)."""
 
     def __init__(self, pil_images: list) -> None:
         self.dataset = [{"image": im} for im in pil_images]

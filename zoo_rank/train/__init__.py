@@ -6,7 +6,9 @@
 Each trained model is a timm local-dir folder: `zoo_rank.models.create_backbone("local-dir:PATH")`.
 """
 
-from zoo_rank.train.loop import TrainResult, read_record, run_name, shutdown_distributed, train, train_family
+from zoo_rank.train.checkpoint import read_record, run_name
+from zoo_rank.train.distributed import shutdown_distributed
+from zoo_rank.train.loop import TrainResult, train, train_family
 from zoo_rank.train.losses import (
     FAMILIES,
     CosineRegularisedCrossEntropy,

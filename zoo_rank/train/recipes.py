@@ -119,28 +119,40 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-_SMALL_FMNIST = Recipe(
-    name="small-fmnist",
-    description=(
+# What every CPU-scale recipe shares (small-*, and the trained zoo of zoo_rank.train.zoo): a timm resnet10t at
+# 32 px, crop-flip, SGD with Nesterov momentum at lr 0.4 x batch/256 (batch 64), a 1-epoch warm-up from 1e-3,
+# decoding in the main process.
+_CPU_SCALE: dict[str, Any] = {
+    "model": "resnet10t",
+    "img_size": 32,
+    "augment": "crop-flip",
+    "batch_size": 64,
+    "lr_per_256": 0.4,
+    "weight_decay": 5e-4,
+    "warmup_epochs": 1,
+    "warmup_lr": 1e-3,
+    "num_workers": 0,
+}
+
+
+def cpu_scale_recipe(name: str, description: str, data: str, **fields: Any) -> Recipe:
+    """A CPU-scale recipe that trains and tests on `data` (a zoo_rank.data spec): `_CPU_SCALE`'s settings,
+    then `fields` (any Recipe field) on top."""
+    return Recipe(name=name, description=description, train_data=data, test_data=data, **{**_CPU_SCALE, **fields})
+
+
+_SMALL_FMNIST = cpu_scale_recipe(
+    "small-fmnist",
+    (
         "CPU-scale family member: a narrow timm resnet10t (1.2M parameters, 256-d features) on 3,000 "
         "Fashion-MNIST training images (300 per class) at 32 px, crop-flip, 6 epochs."
     ),
-    train_data="fashion-mnist",
-    test_data="fashion-mnist",
+    "fashion-mnist",
     n_per_class=300,
-    model="resnet10t",
     model_args={"channels": (32, 64, 128, 256), "stem_width": 16},
-    img_size=32,
     mean=FMNIST_MEAN,
     std=FMNIST_STD,
-    augment="crop-flip",
     epochs=6,
-    batch_size=64,
-    lr_per_256=0.4,
-    weight_decay=5e-4,
-    warmup_epochs=1,
-    warmup_lr=1e-3,
-    num_workers=0,
     track_every=2,
     # 1,500 images: VCI needs N well above p = 256 (metrics.MIN_SAMPLES_PER_DIM).
     track_train_per_class=150,
@@ -178,49 +190,37 @@ _SMALL_TINYIMAGENET = _SMALL_FMNIST.replace(
     final_test_per_class=None,
 )
 
+_IMAGENET_RESNET50 = Recipe(
+    name="imagenet-resnet50",
+    description=(
+        "The paper's ImageNet recipe (Sec. 6.3, after Kornblith et al. 2021): ResNet50, SGD with Nesterov "
+        "momentum 0.9, lr 0.1 x batch/256, 10 warm-up epochs from 1e-5 then cosine decay, weight decay "
+        "8e-5, AutoAugment, batch 256 per GPU, 300 epochs."
+    ),
+    train_data="hf:ILSVRC/imagenet-1k",
+    test_data="hf:ILSVRC/imagenet-1k",
+    train_split="train",
+    test_split="validation",
+    model="resnet50",
+    img_size=224,
+    crop_pct=0.875,
+    augment="autoaugment",
+    epochs=300,
+    batch_size=256,
+    track_every=10,
+    # 20,000 images, about 10 x p = 2048.
+    track_train_per_class=20,
+    track_test_per_class=20,
+)
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe(
-            name="imagenet-resnet50",
-            description=(
-                "The paper's ImageNet recipe (Sec. 6.3, after Kornblith et al. 2021): ResNet50, SGD with Nesterov "
-                "momentum 0.9, lr 0.1 x batch/256, 10 warm-up epochs from 1e-5 then cosine decay, weight decay "
-                "8e-5, AutoAugment, batch 256 per GPU, 300 epochs."
-            ),
-            train_data="hf:ILSVRC/imagenet-1k",
-            test_data="hf:ILSVRC/imagenet-1k",
-            train_split="train",
-            test_split="validation",
-            model="resnet50",
-            img_size=224,
-            crop_pct=0.875,
-            augment="autoaugment",
-            epochs=300,
-            batch_size=256,
-            track_every=10,
-            # 20,000 images, about 10 x p = 2048.
-            track_train_per_class=20,
-            track_test_per_class=20,
-        ),
-        Recipe(
+        _IMAGENET_RESNET50,
+        _IMAGENET_RESNET50.replace(
             name="imagenet-resnet50-step",
             description="As imagenet-resnet50, with the paper's alternative schedule: lr x 0.975 every epoch after warm-up.",
-            train_data="hf:ILSVRC/imagenet-1k",
-            test_data="hf:ILSVRC/imagenet-1k",
-            train_split="train",
-            test_split="validation",
-            model="resnet50",
-            img_size=224,
-            crop_pct=0.875,
-            augment="autoaugment",
             sched="step",
-            epochs=300,
-            batch_size=256,
-            track_every=10,
-            # 20,000 images, about 10 x p = 2048.
-            track_train_per_class=20,
-            track_test_per_class=20,
         ),
         Recipe(
             name="cifar10-resnet18",

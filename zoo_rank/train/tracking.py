@@ -9,7 +9,6 @@ features, class means mu_k, global mean mu_G, K classes.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,26 +17,17 @@ from typing import Any
 import numpy as np
 
 from zoo_rank._console import warn
-from zoo_rank.metrics import (
-    ClassStats,
-    SampleSizeWarning,
-    class_separation,
-    cosine_distance,
-    fuzziness,
-    squared_distance,
-    vci,
-)
+from zoo_rank._paths import atomic_path
+from zoo_rank.metrics import METRICS, ClassStats, SampleSizeWarning
 from zoo_rank.metrics.collapse import vci_lw
 from zoo_rank.metrics.shrinkage import intensity
 from zoo_rank.metrics.stats import stats_of
 
-# The four collapse metrics of Figs. 3-6 plus class separation, each a function of ClassStats.
+# The four collapse metrics of Figs. 3-6 plus class separation, each a function of ClassStats: the
+# registry's own functions, so a tracked curve and a board's column are one computation.
 COLLAPSE_METRICS = {
-    "vci": vci,
-    "fuzziness": fuzziness,
-    "squared_distance": squared_distance,
-    "cosine_distance": cosine_distance,
-    "class_separation": class_separation,
+    name: METRICS[name].fn
+    for name in ("vci", "fuzziness", "squared_distance", "cosine_distance", "class_separation")
 }
 
 
@@ -156,10 +146,8 @@ def _write_table(rows: list[dict[str, Any]], stem: Path) -> None:
         return
     frame = pl.DataFrame(rows)
     for suffix, write in ((".parquet", frame.write_parquet), (".csv", frame.write_csv)):
-        path = stem.with_suffix(suffix)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        write(tmp)
-        os.replace(tmp, path)
+        with atomic_path(stem.with_suffix(suffix)) as tmp:
+            write(tmp)
 
 
 @dataclass
@@ -223,13 +211,32 @@ _PANELS = (
 )
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Any, path: Path, title: str) -> None:
+    """fig, titled and laid out, -> path as PNG (atomically), then closed."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")  # the temporary name has no .png suffix to infer it from
     plt.close(fig)
-    os.replace(tmp, path)
+
+
+def _collapse_figure(curves: list[tuple[str, str, list[dict[str, Any]]]]) -> Any:
+    """2 x 3 panels (`_PANELS`) against epoch; curves: (legend label, line style, rows with "epoch" and the
+    panels' keys; a missing key plots as NaN)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    for ax, (key, label, log_scale) in zip(axes.flat, _PANELS, strict=True):
+        for name, style, rows in curves:
+            ax.plot([r["epoch"] for r in rows], [r.get(key, np.nan) for r in rows], style, ms=3, label=name)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        if log_scale:
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    return fig
 
 
 def plot_run(log: TrackingLog, run_dir: Path, title: str = "") -> None:
@@ -243,20 +250,8 @@ def plot_run(log: TrackingLog, run_dir: Path, title: str = "") -> None:
     for row in log.tracking:
         by_split.setdefault(row["split"], []).append(row)
 
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
-    for ax, (key, label, log_scale) in zip(axes.flat, _PANELS, strict=True):
-        for split, rows in by_split.items():
-            epochs = [r["epoch"] for r in rows]
-            values = [r.get(key, np.nan) for r in rows]
-            ax.plot(epochs, values, "-o" if split == "train" else "--s", ms=3, label=split)
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        if log_scale:
-            ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{title} — train and test collapse", fontsize=10)
-    fig.tight_layout()
-    _save(fig, run_dir / "collapse.png")
+    curves = [(split, "-o" if split == "train" else "--s", rows) for split, rows in by_split.items()]
+    _save(_collapse_figure(curves), run_dir / "collapse.png", f"{title} — train and test collapse")
 
     fig, axes = plt.subplots(1, len(by_split), figsize=(5 * len(by_split), 3.4), squeeze=False)
     for ax, (split, rows) in zip(axes.flat, by_split.items(), strict=True):
@@ -269,9 +264,7 @@ def plot_run(log: TrackingLog, run_dir: Path, title: str = "") -> None:
         ax.set_title(f"{split}: Tr(Σ_W) split", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{title} — within-class variation vs class-mean span (Fig. 1)", fontsize=10)
-    fig.tight_layout()
-    _save(fig, run_dir / "within_split.png")
+    _save(fig, run_dir / "within_split.png", f"{title} — within-class variation vs class-mean span (Fig. 1)")
 
     fig, axes = plt.subplots(len(by_split), 2, figsize=(10, 3.2 * len(by_split)), squeeze=False)
     measured = sorted({r["epoch"] for r in log.spectra})
@@ -290,9 +283,7 @@ def plot_run(log: TrackingLog, run_dir: Path, title: str = "") -> None:
             ax.set_title(f"{split}: eigenvalues of Σ_{'B' if matrix == 'between' else 'T'}", fontsize=9)
             ax.set_xlabel("index", fontsize=8)
             ax.legend(fontsize=6)
-    fig.suptitle(f"{title} — spectra (Fig. 2)", fontsize=10)
-    fig.tight_layout()
-    _save(fig, run_dir / "spectra.png")
+    _save(fig, run_dir / "spectra.png", f"{title} — spectra (Fig. 2)")
 
 
 def plot_family(run_dirs: list[Path], labels: list[str], path: Path, split: str = "test") -> None:
@@ -300,23 +291,12 @@ def plot_family(run_dirs: list[Path], labels: list[str], path: Path, split: str 
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import polars as pl
 
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    curves = []
     for run_dir, label in zip(run_dirs, labels, strict=True):
         table = run_dir / "tracking.parquet"
-        if not table.is_file():
-            continue
-        rows = pl.read_parquet(table).filter(pl.col("split") == split).sort("epoch")
-        for ax, (key, title, log_scale) in zip(axes.flat, _PANELS, strict=True):
-            ax.plot(rows["epoch"].to_list(), rows[key].to_list(), "-o", ms=3, label=label)
-            ax.set_title(title, fontsize=9)
-            if log_scale:
-                ax.set_yscale("log")
-    for ax in axes.flat:
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"family comparison ({split} split)", fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
+        if table.is_file():
+            rows = pl.read_parquet(table).filter(pl.col("split") == split).sort("epoch").to_dicts()
+            curves.append((label, "-o", rows))
+    _save(_collapse_figure(curves), path, f"family comparison ({split} split)")

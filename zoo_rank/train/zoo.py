@@ -10,18 +10,18 @@ plain cross-entropy (tau = 1) and reused when present: the first benchmark run t
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from zoo_rank._paths import atomic_path, json_digest
 from zoo_rank.data import shared_data_dir
-from zoo_rank.train.loop import create_model, data_config, train
-from zoo_rank.train.recipes import Recipe
+from zoo_rank.train.inputs import data_config
+from zoo_rank.train.loop import train
+from zoo_rank.train.model import create_model
+from zoo_rank.train.recipes import Recipe, cpu_scale_recipe
 
 NARROW = {"channels": (32, 64, 128, 256), "stem_width": 16}
 WIDE = {"channels": (64, 128, 256, 512), "stem_width": 32}
@@ -31,28 +31,18 @@ DEEP = {**NARROW, "layers": (2, 2, 2, 2)}  # resnet10t's basic blocks, twice as 
 def tiny_imagenet_recipe(name: str, model_args: dict, epochs: int, *, n_per_class: int = 50,
                          test_per_class: int | None = None) -> Recipe:  # fmt: skip
     """A CPU-scale recipe on Tiny ImageNet: timm resnet10t variants at 32 px, crop-flip, SGD + cosine."""
-    return Recipe(
-        name=name,
-        description=(
+    return cpu_scale_recipe(
+        name,
+        (
             f"resnet10t {model_args} on {n_per_class} Tiny ImageNet images per class ({200 * n_per_class} of "
             f"../shared/data/tiny-imagenet) at 32 px, crop-flip, SGD Nesterov, lr 0.4 x batch/256, {epochs} epochs."
         ),
-        train_data=str(shared_data_dir() / "tiny-imagenet"),
-        test_data=str(shared_data_dir() / "tiny-imagenet"),
+        str(shared_data_dir() / "tiny-imagenet"),
         train_split="train",
         test_split="validation",
         n_per_class=n_per_class,
-        model="resnet10t",
         model_args=model_args,
-        img_size=32,
-        augment="crop-flip",
         epochs=epochs,
-        batch_size=64,
-        lr_per_256=0.4,
-        weight_decay=5e-4,
-        warmup_epochs=1,
-        warmup_lr=1e-3,
-        num_workers=0,
         track_every=epochs,
         track_train_per_class=5,
         track_test_per_class=5,
@@ -83,18 +73,16 @@ def _plan(tiny: bool) -> list[tuple[Recipe, tuple[int, ...]]]:
 def _folder(recipe: Recipe) -> str:
     """recipe name + digest of every recipe field: a changed recipe trains anew instead of reusing weights."""
     fields = {k: v for k, v in recipe.to_dict().items() if k not in ("train_data", "test_data")}  # paths: where, not what
-    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+    digest = json_digest(fields, 8, separators=None)  # json.dumps' default separators: existing folders
     return f"{recipe.name}-{digest}"
 
 
 def _copy_weights(run_dir: Path, dest: Path) -> None:
     """The run's exported local-dir (config.json + model.safetensors) as its own folder, atomically."""
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy2(run_dir / name, tmp / name)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        tmp.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy2(run_dir / name, tmp / name)
 
 
 def _export_random(recipe: Recipe, dest: Path, seed: int = 0) -> None:
@@ -103,16 +91,14 @@ def _export_random(recipe: Recipe, dest: Path, seed: int = 0) -> None:
 
     torch.manual_seed(seed)
     model = create_model(recipe.replace(seed=seed), num_classes=200)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_for_hf(
-        model,
-        tmp,
-        model_config={"pretrained_cfg": {"tag": "zoo_rank_random_init"}, "zoo_rank": {"random_init_seed": seed}},
-        safe_serialization=True,
-        data_config=data_config(recipe),
-    )
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        save_for_hf(
+            model,
+            tmp,
+            model_config={"pretrained_cfg": {"tag": "zoo_rank_random_init"}, "zoo_rank": {"random_init_seed": seed}},
+            safe_serialization=True,
+            data_config=data_config(recipe),
+        )
 
 
 def trained_zoo(out_dir: str | Path, *, tiny: bool = False, device: str = "auto", quiet: bool = False) -> list[ZooMember]:
