@@ -217,16 +217,18 @@ def leaderboard_merge(
     """Rebuild one board from result files of one mode and dataset (e.g. runs from several machines)."""
     import shlex
 
-    from zoo_rank import leaderboard, publish
     from zoo_rank import rank as rank_mod
+    from zoo_rank.board import merge, publish
+    from zoo_rank.options import BoardOptions
 
-    board = leaderboard.merge(
-        result_files,
+    split = _split(metrics)
+    options = BoardOptions(
         name=out.name,
-        metrics=_split(metrics),
+        metrics=None if split is None else tuple(split),
         primary=sort_by,
         command=shlex.join(["zoo-rank", *sys.argv[1:]]),
     )
+    board = merge(result_files, options)
     rank_mod.print_summary(board, publish.write(board, out))
 
 
@@ -311,7 +313,7 @@ def probe_cmd(
 ) -> None:
     """Linear-probe accuracy of each model on each dataset (Kornblith et al. 2019 protocol)."""
     from zoo_rank import probe as probe_mod
-    from zoo_rank import results
+    from zoo_rank.board import print_table
 
     names = ["ten"] if datasets.strip() == "ten" else _split(datasets) or []
     table = probe_mod.run_probes(
@@ -319,7 +321,7 @@ def probe_cmd(
         n_per_class=n_per_class, seed=seed, device=device, quiet=quiet,
     )  # fmt: skip
     shown = [c for c in ("model", "dataset", "metric", "score", "top1", "mean_per_class", "l2") if c in table.columns]
-    results.print_table(table.select(shown), f"{probe} probe ({results_dir}/probe_{probe}.csv)")
+    print_table(table.select(shown), f"{probe} probe ({results_dir}/probe_{probe}.csv)")
 
 
 @app.command("validate")
@@ -339,8 +341,8 @@ def validate_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """How well each metric predicts probe accuracy over models (Pearson, Spearman, Kendall, weighted tau, regret)."""
-    from zoo_rank import results
     from zoo_rank import validate as val
+    from zoo_rank.board import print_table
 
     if paper:
         report = val.paper_report(val.load_paper_tables(tables), n_boot=n_boot, seed=seed)
@@ -354,7 +356,7 @@ def validate_cmd(
         n_per_class=n_per_class, seed=seed, device=device, n_boot=n_boot, quiet=quiet,
     )  # fmt: skip
     shown = [c for c in ("dataset", "metric", "n_models", "sign", "spearman", "spearman_p", "kendall", "weighted_tau", "regret", "note") if c in table.columns]
-    results.print_table(table.select(shown), f"metric vs {probe} probe accuracy ({results_dir}/validation.md: all statistics, CIs)")
+    print_table(table.select(shown), f"metric vs {probe} probe accuracy ({results_dir}/validation.md: all statistics, CIs)")
 # fmt: on
 
 

@@ -359,6 +359,7 @@ def run_validation(
 
     from zoo_rank import extract, results
     from zoo_rank._console import progress
+    from zoo_rank.board.table import write_table
     from zoo_rank.metrics import compute_metrics, resolve_metric_names
     from zoo_rank.probe import cell_settings, probe_settings, resolve_datasets
 
@@ -451,7 +452,7 @@ def run_validation(
             rows.append(row)
     table = pl.DataFrame(rows) if rows else pl.DataFrame()
     if table.width:
-        results.write_table(table, results_dir / "validation")
+        write_table(table, results_dir / "validation")
     return table
 
 
