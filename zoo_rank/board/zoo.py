@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from zoo_rank._paths import write_text_atomic
+from zoo_rank._paths import atomic_path, write_text_atomic
 from zoo_rank.board.table import frame_table
 from zoo_rank.metrics import METRICS, metric_sign
 from zoo_rank.zoo_stats import rank_agreement, same_order, seed_spread, tie_band
@@ -148,7 +148,8 @@ def write_board(analysis: dict, zoo: list, cells: list[dict], run: dict[str, Any
     """leaderboards/zoo-benchmark.{md,csv,json,png}."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {ext: stem.with_suffix(f".{ext}") for ext in ("md", "csv", "json", "png")}
-    analysis["table"].write_csv(paths["csv"])
+    with atomic_path(paths["csv"]) as tmp:
+        analysis["table"].write_csv(tmp)
     ok = [c for c in cells if "error" not in c]
     acc = pl.DataFrame([{"model": c["model"], "control": c["control"], "target": c["target"], "probe": c["probe"],
                          "finetune": c["finetune"], "lr": c["finetune_runs"][0]["lr"]} for c in ok])  # fmt: skip
@@ -218,5 +219,6 @@ def plot(analysis: dict, cells: list[dict], path: Path) -> None:
     ax2.set_title(f"{best} (o) and vci (x) vs fine-tuned accuracy")
     ax2.legend(fontsize=5, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
