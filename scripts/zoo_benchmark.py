@@ -25,9 +25,9 @@ from zoo_rank import __version__
 from zoo_rank._console import err_console
 from zoo_rank._paths import cache_root
 from zoo_rank.benchmark import DEFAULT_TARGETS, TARGETS, TINY_TARGETS, Settings, run_grid
+from zoo_rank.board.zoo import analyse, write_board
 from zoo_rank.finetune import FULL, FinetuneOptions
 from zoo_rank.metrics import METRICS
-from zoo_rank.zoo_board import analyse, write_board
 
 TINY = dict(
     # lr 1e-3: at 1e-2 the LP-FT head's first steps blew MobileNetV3-Small up (val loss 2e3 on sign-digits).

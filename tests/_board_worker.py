@@ -7,11 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from zoo_rank import leaderboard, publish
-from zoo_rank.leaderboard import RunResult, build_board
+from zoo_rank.board import RunResult, build_board, files, publish
+from zoo_rank.options import BoardOptions
 
 out, label, value = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-draw = leaderboard.plot_board
+draw = files.plot_board
 
 
 def slow_plot(board, path):
@@ -19,7 +19,7 @@ def slow_plot(board, path):
     return draw(board, path)
 
 
-leaderboard.plot_board = slow_plot
+files.plot_board = slow_plot
 conditions = {"data_fingerprint": "f", "split": "train", "images_per_class": 5, "seed": 0, "check": "none"}
 result = RunResult(
     model=label,
@@ -33,5 +33,5 @@ publish.publish(
     out=out,
     settings=publish.settings_of("target", "digits", conditions),
     metrics=["vci", "logme"],
-    build=lambda rows: build_board(rows, name=out.name, n_boot=0),
+    build=lambda rows: build_board(rows, BoardOptions(name=out.name, n_boot=0)),
 )

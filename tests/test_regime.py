@@ -1,5 +1,5 @@
 """Boards built from real scores in each sample-size regime: N/A cells with reasons, marks, estimators,
-N / p, the notes on what biases a comparison, and the sort key (zoo_rank/regime.py)."""
+N / p, the notes on what biases a comparison, and the sort key (zoo_rank/board/regime.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from zoo_rank.leaderboard import RunResult, build_board, read_board, read_csv, render_markdown, write_board
+from zoo_rank.board import RunResult, build_board, read_board, read_csv, render_markdown, write_board
 from zoo_rank.metrics import SampleSizeWarning, compute_metrics
+from zoo_rank.options import BoardOptions
 from zoo_rank.scoring import score_parquet, write_scores
 
 NAMES = ["vci", "h_score", "vci_lw", "h_score_lw", "logme"]
@@ -44,7 +45,7 @@ def scored(label, n, p, *, k=4, sep=1.0, seed=0, mode="target", dead=False):
 def test_target_mode_below_5p_sorts_by_shrinkage_and_shows_na(tmp_path):
     # N = 60 <= p + 1 = 65: plain VCI / H-score have no value; the separations differ, so VCI-LW orders them.
     results = [scored(f"m{s}", 60, 64, sep=s, seed=int(s * 10)) for s in (0.5, 1.0, 2.0)]
-    board = build_board(results, name="b", metrics=NAMES, n_boot=20)
+    board = build_board(results, BoardOptions(name="b", metrics=NAMES, n_boot=20))
     assert board.primary == "vci_lw"
     assert (
         "target mode uses the Ledoit-Wolf shrinkage estimator when N < 5p (N / p = 0.94)" in board.sort_note
@@ -70,13 +71,13 @@ def test_target_mode_below_5p_sorts_by_shrinkage_and_shows_na(tmp_path):
 
 def test_sort_by_a_column_undefined_everywhere_falls_back_and_says_so():
     results = [scored(f"m{s}", 60, 64, sep=s, mode="source") for s in (0.5, 2.0)]
-    board = build_board(results, name="b", metrics=NAMES, primary="vci", n_boot=20)
+    board = build_board(results, BoardOptions(name="b", metrics=NAMES, primary="vci", n_boot=20))
     assert board.primary == "vci_lw"
     assert board.sort_note.startswith(
         "not sorted by vci, undefined for every model (VCI is undefined at N=60"
     )
     # Only the plain column: nothing to fall back to, so no model gets a rank and no one is recommended.
-    only = build_board(results, name="b", metrics=["vci"], n_boot=20)
+    only = build_board(results, BoardOptions(name="b", metrics=["vci"], n_boot=20))
     assert only.primary == "vci" and set(only.ranks().values()) == {None}
     assert only.recommendation().startswith("No recommendation")
 
@@ -84,7 +85,7 @@ def test_sort_by_a_column_undefined_everywhere_falls_back_and_says_so():
 def test_plain_cells_between_p_plus_1_and_5p_are_marked_and_width_differences_named():
     # N = 60: p + 1 < N < 5p for both widths.
     results = [scored("narrow", 60, 16, seed=1), scored("wide", 60, 48, seed=2)]
-    board = build_board(results, name="b", metrics=NAMES, primary="vci", n_boot=20)
+    board = build_board(results, BoardOptions(name="b", metrics=NAMES, primary="vci", n_boot=20))
     assert board.sort_note == ""
     md = render_markdown(board)
     for label in ("narrow", "wide"):
@@ -97,7 +98,7 @@ def test_plain_cells_between_p_plus_1_and_5p_are_marked_and_width_differences_na
     assert "`wide` 1.25 (N = 60, p = 48); `narrow` 3.75 (N = 60, p = 16)" in md
     # At N >= 5p nothing is marked and no comparison note appears.
     big = build_board(
-        [scored("a", 400, 16), scored("b", 400, 40, seed=3)], name="c", metrics=NAMES, n_boot=20
+        [scored("a", 400, 16), scored("b", 400, 40, seed=3)], BoardOptions(name="c", metrics=NAMES, n_boot=20)
     )
     assert not any("different width" in n for n in big.notes())
     assert big.primary == "vci"  # 400 >= 5 * 40: target mode keeps the plain score
@@ -106,7 +107,7 @@ def test_plain_cells_between_p_plus_1_and_5p_are_marked_and_width_differences_na
 def test_dead_backbone_is_flagged_and_never_first():
     results = [scored("alive", 200, 16, sep=2.0), scored("alive2", 200, 16, sep=0.5, seed=4)]
     results.append(scored("dead", 200, 16, dead=True))
-    board = build_board(results, name="b", metrics=NAMES, primary="vci", n_boot=20)
+    board = build_board(results, BoardOptions(name="b", metrics=NAMES, primary="vci", n_boot=20))
     assert board.ranked()[-1].label == "dead" and board.ranks()[id(board.ranked()[-1])] is None
     dead = board.ranked()[-1]
     assert all(math.isnan(dead.metrics[m]) for m in ("vci", "h_score", "vci_lw", "h_score_lw"))
@@ -121,7 +122,7 @@ def test_dead_backbone_is_flagged_and_never_first():
 @pytest.mark.parametrize("mode", ["source", "target"])
 def test_source_mode_keeps_plain_sort_when_defined(mode):
     results = [scored("a", 200, 16, sep=2.0, mode=mode), scored("b", 200, 16, sep=0.5, seed=4, mode=mode)]
-    board = build_board(results, name="b", metrics=NAMES, n_boot=20)
+    board = build_board(results, BoardOptions(name="b", metrics=NAMES, n_boot=20))
     # N = 200 >= 5p = 80: the plain VCI is the default sort in both modes.
     assert board.primary == "vci" and board.sort_note == ""
 

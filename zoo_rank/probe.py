@@ -650,6 +650,7 @@ def run_probes(
     """
     from zoo_rank import results
     from zoo_rank._console import err_console, progress
+    from zoo_rank.board.table import write_table
 
     if probe not in PROBES:
         raise ZooRankError(f"unknown probe {probe!r}; use one of {', '.join(PROBES)}.")
@@ -721,5 +722,5 @@ def run_probes(
         where=run,
     )
     if table.width:
-        results.write_table(table.sort(["dataset", "model"]), results_dir / f"probe_{probe}")
+        write_table(table.sort(["dataset", "model"]), results_dir / f"probe_{probe}")
     return table

@@ -26,21 +26,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo_rank import _console, publish, regime
+from zoo_rank import _console
 from zoo_rank import metrics as metrics_package
 from zoo_rank import probe as probe_module
 from zoo_rank._device import pick_device
 from zoo_rank._validation import ZooRankError
-from zoo_rank.extract import check_loader_args, skipped_note
-from zoo_rank.finetune import FinetuneOptions, as_check, finetune
-from zoo_rank.leaderboard import (
+from zoo_rank.board import (
     N_BOOT,
     Leaderboard,
     RunResult,
+    arrow,
     build_board,
+    correlation_line,
     format_value,
+    metric_title,
+    publish,
+    regime,
 )
+from zoo_rank.extract import check_loader_args, skipped_note
+from zoo_rank.finetune import FinetuneOptions, as_check, finetune
 from zoo_rank.memo import remembered, source_digest
+from zoo_rank.options import BoardOptions
 from zoo_rank.probe import PROBES
 from zoo_rank.results import slug
 from zoo_rank.zoo import ZooModel, ZooRun
@@ -521,11 +527,12 @@ def rank(
 
     if command is None:
         command = shlex.join(["zoo-rank", *sys.argv[1:]]) if Path(sys.argv[0]).name == "zoo-rank" else ""
+    board_options = BoardOptions(
+        name=out.name, metrics=tuple(metric_names), primary=sort_by, command=command, n_boot=n_boot
+    )
 
     def build(rows: list[RunResult]) -> Leaderboard:
-        return build_board(
-            rows, name=out.name, metrics=metric_names, primary=sort_by, command=command, n_boot=n_boot
-        )
+        return build_board(rows, board_options)
 
     def save(rows: list[RunResult]) -> tuple[Leaderboard, dict[str, Path]]:
         return publish.publish(
@@ -607,8 +614,6 @@ def print_summary(board: Leaderboard, paths: dict[str, Path]) -> None:
     The full board (every metric) is the markdown file: a terminal is too narrow for it.
     """
     from rich.table import Table
-
-    from zoo_rank.leaderboard import arrow, correlation_line, metric_title
 
     table = Table(title=f"{board.name}: {board.mode} mode on {board.dataset}", title_justify="left")
     table.add_column("rank")

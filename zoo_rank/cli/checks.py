@@ -7,10 +7,10 @@ from typing import Optional
 from zoo_rank import finetune as ft
 from zoo_rank import probe as probe_mod
 from zoo_rank import rank as rank_mod
-from zoo_rank import results
 from zoo_rank import stats as val
 from zoo_rank._console import console
 from zoo_rank._validation import ZooRankError
+from zoo_rank.board.table import print_table
 from zoo_rank.cli import options as opt
 from zoo_rank.data import load_images
 from zoo_rank.jobs.validate import run_validation
@@ -29,7 +29,7 @@ def _dataset_names(datasets: str) -> list[str]:
 
 
 def _print_columns(table, columns: tuple[str, ...], title: str) -> None:
-    results.print_table(table.select([c for c in columns if c in table.columns]), title)
+    print_table(table.select([c for c in columns if c in table.columns]), title)
 
 
 # fmt: off

@@ -9,8 +9,9 @@ from typing import Any, Optional
 
 import typer
 
-from zoo_rank import leaderboard, publish
+from zoo_rank import board as board_mod
 from zoo_rank import rank as rank_mod
+from zoo_rank.board import publish
 from zoo_rank.cli import options as opt
 from zoo_rank.options import BoardOptions, ExtractOptions, ProbeOptions, Subset
 
@@ -187,13 +188,7 @@ def leaderboard_merge(
 
 def _merge(result_files: list[Path], options: BoardOptions):
     """The library call of `leaderboard merge` (one place to change at merge)."""
-    return leaderboard.merge(
-        result_files,
-        name=options.name,
-        metrics=_list(options.metrics),
-        primary=options.primary,
-        command=options.command,
-    )
+    return board_mod.merge(result_files, options)
 
 
 def _tuple(names: Optional[list[str]]) -> Optional[tuple[str, ...]]:

@@ -23,17 +23,10 @@ from filelock import FileLock, Timeout
 
 from zoo_rank import _console
 from zoo_rank._validation import ZooRankError
-from zoo_rank.leaderboard import (
-    BOARD_SCHEMA,
-    INDEX_NAME,
-    Leaderboard,
-    RunResult,
-    board_paths,
-    foreign_index,
-    load_result,
-    update_index,
-    write_board,
-)
+from zoo_rank.board.files import board_paths, write_board
+from zoo_rank.board.index import INDEX_NAME, foreign_index, update_index
+from zoo_rank.board.model import BOARD_SCHEMA, Leaderboard
+from zoo_rank.board.result import RunResult, load_result
 
 #: Settings that must agree for two runs' rows to share a board: each changes every number on it.
 COMPARABLE = ("mode", "dataset", "data_fingerprint", "split", "images_per_class", "seed", "check")

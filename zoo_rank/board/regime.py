@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from zoo_rank.board.result import RunResult
 from zoo_rank.metrics import METRICS
 from zoo_rank.metrics.collapse import MIN_SAMPLES_PER_DIM
-
-if TYPE_CHECKING:
-    from zoo_rank.leaderboard import RunResult
 
 #: Marks a plain VCI / H-score cell scored at p + 1 < N < 5p.
 BIASED_MARK = "*"

@@ -17,16 +17,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from zoo_rank._paths import write_text_atomic
-from zoo_rank.metrics import METRICS
-from zoo_rank.stats import rank_agreement, same_order, seed_spread, tie_band
+from zoo_rank._paths import atomic_path, write_text_atomic
+from zoo_rank.board.table import frame_table
+from zoo_rank.metrics import METRICS, metric_sign
+from zoo_rank.stats.zoo import rank_agreement, same_order, seed_spread, tie_band
 
 TRUTHS = ("finetune", "probe")
 SUBSETS = ("all", "no-controls")
-
-
-def _sign(name: str) -> int:
-    return METRICS[name].sign("target") if name in METRICS else 1
 
 
 def analyse(cells: list[dict], *, seed: int = 0) -> dict[str, Any]:
@@ -45,7 +42,7 @@ def analyse(cells: list[dict], *, seed: int = 0) -> dict[str, Any]:
                 acc = np.array([c[truth] for c in sel], dtype=np.float64)
                 for name in scores:
                     s = np.array([c["scores"].get(name, math.nan) for c in sel], dtype=np.float64)
-                    ra = rank_agreement(s, acc, sign=_sign(name), tie_band=band, seed=seed)
+                    ra = rank_agreement(s, acc, sign=metric_sign(name, "target"), tie_band=band, seed=seed)
                     rows.append({"score": name, "target": target, "truth": truth, "subset": subset, **ra.to_dict()})
     table = pl.DataFrame(rows)
     mean = (
@@ -144,15 +141,15 @@ def _fmt(v: Any) -> str:
 
 
 def _md_table(df: pl.DataFrame) -> str:
-    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * df.width + "\n"
-    return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in df.iter_rows())
+    return "".join(line + "\n" for line in frame_table(df, _fmt))
 
 
 def write_board(analysis: dict, zoo: list, cells: list[dict], run: dict[str, Any], stem: Path) -> dict[str, Path]:
     """leaderboards/zoo-benchmark.{md,csv,json,png}."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = {ext: stem.with_suffix(f".{ext}") for ext in ("md", "csv", "json", "png")}
-    analysis["table"].write_csv(paths["csv"])
+    with atomic_path(paths["csv"]) as tmp:
+        analysis["table"].write_csv(tmp)
     ok = [c for c in cells if "error" not in c]
     acc = pl.DataFrame([{"model": c["model"], "control": c["control"], "target": c["target"], "probe": c["probe"],
                          "finetune": c["finetune"], "lr": c["finetune_runs"][0]["lr"]} for c in ok])  # fmt: skip
@@ -213,7 +210,7 @@ def plot(analysis: dict, cells: list[dict], path: Path) -> None:
             continue
         for target in targets:
             sel = [c for c in cells if c["target"] == target]
-            s = np.array([_sign(name) * c["scores"].get(name, np.nan) for c in sel])
+            s = np.array([metric_sign(name, "target") * c["scores"].get(name, np.nan) for c in sel])
             z = (s - np.nanmean(s)) / (np.nanstd(s) or 1.0)  # per target z-scores: one axis for all targets
             ax2.scatter(z, [c["finetune"] for c in sel], s=14, marker="o" if name == best else "x",
                         label=f"{name} ({target})")  # fmt: skip
@@ -222,5 +219,6 @@ def plot(analysis: dict, cells: list[dict], path: Path) -> None:
     ax2.set_title(f"{best} (o) and vci (x) vs fine-tuned accuracy")
     ax2.legend(fontsize=5, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
