@@ -450,12 +450,15 @@ def extract_cmd(
 
     from zoo_rank._console import console
     from zoo_rank.extract import extract_features
+    from zoo_rank.options import ExtractOptions, Subset
 
+    options = ExtractOptions(
+        precision=precision, device=device, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
+        skip_existing=skip_existing, quiet=quiet, on_bad_image=on_bad_image,
+    )  # fmt: skip
     for spec in models:
         fs = extract_features(
-            spec, data, split=split, n_per_class=n_per_class, seed=seed, manifest=manifest, precision=precision,
-            device=device, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir,
-            skip_existing=skip_existing, quiet=quiet, on_bad_image=on_bad_image,
+            spec, data, split=split, subset=Subset(n_per_class, seed), options=options, manifest=manifest
         )  # fmt: skip
         n, p = fs.features.shape
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns the entry; one line

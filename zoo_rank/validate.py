@@ -360,6 +360,7 @@ def run_validation(
     from zoo_rank import extract, results
     from zoo_rank._console import progress
     from zoo_rank.metrics import compute_metrics, resolve_metric_names
+    from zoo_rank.options import ExtractOptions, Subset
     from zoo_rank.probe import cell_settings, probe_settings, resolve_datasets
 
     results_dir = Path(results_dir) if results_dir is not None else results.DEFAULT_RESULTS_DIR
@@ -400,8 +401,8 @@ def run_validation(
         for model, plan in todo:
             target = targets[(model, plan.name)]
             fs = extract.extract_features(
-                model, plan.spec, split=plan.train_split, n_per_class=n_per_class, seed=seed,
-                device=device, cache_dir=cache_dir, quiet=quiet,
+                model, plan.spec, split=plan.train_split, subset=Subset(n_per_class, seed),
+                options=ExtractOptions(device=device, cache_dir=cache_dir, quiet=quiet),
             )  # fmt: skip
             scores = compute_metrics(fs.features, fs.labels, names)
             record = {
