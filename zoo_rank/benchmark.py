@@ -26,10 +26,10 @@ import numpy as np
 from zoo_rank._console import err_console, progress, warn
 from zoo_rank.data import load_images, shared_data_dir
 from zoo_rank.extract import extract_features
-from zoo_rank.options import ExtractOptions, Subset
 from zoo_rank.finetune import FinetuneOptions, finetune
 from zoo_rank.metrics import METRICS, compute_metrics
 from zoo_rank.models import create_backbone
+from zoo_rank.options import ExtractOptions, Subset
 from zoo_rank.probe import linear_probe
 from zoo_rank.rank import CONTROL_PREFIX
 from zoo_rank.results import read_result, result_path, write_result

@@ -42,9 +42,9 @@ from zoo_rank.leaderboard import (
     format_value,
 )
 from zoo_rank.memo import remembered, source_digest
+from zoo_rank.options import ExtractOptions, Subset
 from zoo_rank.probe import PROBES
 from zoo_rank.results import slug
-from zoo_rank.options import ExtractOptions, Subset
 
 #: A model spec with this prefix is the architecture after it with random weights: a control row that
 #: every informative score should put last (a backbone that learned nothing transfers worst).

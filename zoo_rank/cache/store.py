@@ -366,15 +366,3 @@ def _scan_shards(paths: list[str]) -> dict[str, pl.DataFrame] | None:
     parts = frame.partition_by("_file", as_dict=True, maintain_order=True, include_key=False)
     return {str(k[0]): v for k, v in parts.items()}
 
-
-__all__ = [
-    "COMPRESSION",
-    "META_FIELD",
-    "SHARD_FIELD",
-    "CacheKey",
-    "Entry",
-    "FeatureSet",
-    "StaleEntryError",
-    "checksum",
-    "read_meta",
-]

@@ -1,12 +1,11 @@
 """Request -> features: resolve a (model, data, subset) to a cache key, read the entry or extract it.
 
-    request.py       Request, resolve_request (no backbone built when a skeleton names the weights), load_features
-    run.py           extract_features: one request, in blocks, resumed from shards, committed once
-    commit.py        the ranks' blocks -> one entry (checked once for NaN/Inf), what the entry records
-    loader.py        DataLoader of image rows, bad-image handling      forward.py  device, precision, OOM halving
-    distributed.py   torchrun process group, rank blocks, gather/broadcast, class_stats across ranks
-    zoo.py           extract_zoo: decode the images once for every model of a run
-    decode.py        decode once (CPU / nvJPEG)       transforms.py  each model's eval transform as tensor ops
+request.py (Request, resolve_request: no backbone built when a skeleton names the weights; load_features),
+run.py (extract_features: one request in blocks, resumed from shards, committed once), commit.py (the
+ranks' blocks -> one entry, checked once for NaN/Inf; what the entry records), loader.py (DataLoader of
+image rows, bad images), forward.py (device, precision, OOM halving), distributed.py (torchrun process
+group, rank blocks, gather/broadcast, class_stats across ranks), zoo.py (extract_zoo: decode the images
+once for every model of a run), decode.py (CPU / nvJPEG), transforms.py (eval transforms as tensor ops).
 """
 
 from zoo_rank._device import pick_device, resolve_precision

@@ -19,6 +19,11 @@ from zoo_rank._console import warn
 DEFAULT_BATCH_SIZE = {"cuda": 256, "mps": 64, "cpu": 32}
 
 
+def batch_size_for(device: torch.device, asked: int | None) -> int:
+    """The batch size asked for, else the device's default (halved later on out-of-memory)."""
+    return DEFAULT_BATCH_SIZE.get(device.type, 32) if asked is None else int(asked)
+
+
 def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
@@ -111,4 +116,4 @@ def warn_nonfinite(features: np.ndarray, model: str) -> None:
         warn(f"{bad} of {len(features)} feature rows contain NaN/Inf ({model}); try --precision fp32.")
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Forward", "on_device", "warn_nonfinite"]
+__all__ = ["DEFAULT_BATCH_SIZE", "Forward", "batch_size_for", "on_device", "warn_nonfinite"]

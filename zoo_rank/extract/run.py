@@ -36,7 +36,7 @@ from zoo_rank._validation import ZooRankError
 from zoo_rank.cache import Entry, FeatureSet
 from zoo_rank.extract.commit import Block, commit_blocks, entry_meta, report
 from zoo_rank.extract.distributed import broadcast, gather, process_group, rank_block, share
-from zoo_rank.extract.forward import DEFAULT_BATCH_SIZE, Forward, on_device
+from zoo_rank.extract.forward import Forward, batch_size_for, on_device
 from zoo_rank.extract.loader import ImageRows, bad_image_error, default_num_workers, image_loader
 from zoo_rank.extract.request import Request, resolve_request
 from zoo_rank.options import ExtractOptions, Subset
@@ -66,9 +66,7 @@ class Settings:
         return cls(
             device=dev,
             precision=resolve_precision(options.precision, dev),
-            batch_size=DEFAULT_BATCH_SIZE.get(dev.type, 32)
-            if options.batch_size is None
-            else int(options.batch_size),
+            batch_size=batch_size_for(dev, options.batch_size),
             num_workers=default_num_workers(dev) if options.num_workers is None else int(options.num_workers),
             shard_size=max(1, int(shard)),
             quiet=options.quiet or rank != 0,

@@ -30,7 +30,7 @@ from zoo_rank.data import load_images
 from zoo_rank.extract.commit import Block, commit_blocks, entry_meta, report
 from zoo_rank.extract.decode import DecodedImages, DecodeError, decode_spec
 from zoo_rank.extract.distributed import live_rank_world
-from zoo_rank.extract.forward import DEFAULT_BATCH_SIZE, Forward, on_device
+from zoo_rank.extract.forward import Forward, batch_size_for, on_device
 from zoo_rank.extract.request import Request, resolve_request
 from zoo_rank.extract.run import extract_features
 from zoo_rank.extract.transforms import EvalTransform, cover_side, tensor_path_reason
@@ -170,7 +170,7 @@ def extract_zoo(
     options = options or ExtractOptions()
     images = load_images(data, split) if isinstance(data, str) else data
     dev = pick_device(options.device)
-    bs = int(options.batch_size or DEFAULT_BATCH_SIZE.get(dev.type, 32))
+    bs = batch_size_for(dev, options.batch_size)
     resolved = options.replace(precision=resolve_precision(options.precision, dev), device=dev, batch_size=bs)
     zoo = _Zoo(images, subset, manifest, resolved, dev)
     members = [_Member(m) for m in map(_as_model, models)]
@@ -268,7 +268,9 @@ def _run_member(
                 return fs
             forward = Forward(backbone, dev, prec, zoo.options.batch_size, quiet=quiet)
             with on_device(backbone, dev, forward.channels_last), torch.inference_mode():
-                feats, timings = _extract_decoded(backbone, decoded, forward, zoo.options.batch_size, quiet=quiet)
+                feats, timings = _extract_decoded(
+                    backbone, decoded, forward, zoo.options.batch_size, quiet=quiet
+                )
             labels = np.asarray(request.images.labels)[request.rows]
             meta = entry_meta(request, prec, forward.channels_last, dev, 1, 0)
             meta["decode"] = spec
