@@ -92,13 +92,13 @@ def synthetic_images(n: int, folder: Path, seed: int = 0) -> Path:
 def time_loader(images, rows, transform, batch_size: int, workers: int) -> float:
     """(images/s, seconds to the first batch) of the extraction DataLoader alone: decode + transform +
     collate, nothing else. Use many more batches than workers, or the start-up dominates."""
-    from zoo_rank.extract import _collate, _ImageRows
+    from zoo_rank.extract.loader import ImageRows, collate
 
     loader = torch.utils.data.DataLoader(
-        _ImageRows(images.dataset, rows, transform),
+        ImageRows(images.dataset, rows, transform),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=collate,
         prefetch_factor=4 if workers else None,
     )
     t0 = time.perf_counter()
@@ -114,12 +114,12 @@ def time_model(
 ) -> float:
     """Images/s of the backbone alone on one pre-transformed batch x (B, 3, H, W): the best of `reps` timed
     batches after one warm-up batch (best-of, as timeit does: other load on the machine only slows a run)."""
-    from zoo_rank.extract import _Forward, _on_device
+    from zoo_rank.extract.forward import Forward, on_device
 
-    forward = _Forward(backbone, device, precision, len(x), quiet=True)
+    forward = Forward(backbone, device, precision, len(x), quiet=True)
     forward.channels_last = channels_last
     best = float("inf")
-    with _on_device(backbone, device, channels_last), torch.inference_mode():
+    with on_device(backbone, device, channels_last), torch.inference_mode():
         forward(x)  # warm-up: oneDNN/cuDNN pick and JIT their kernels for these shapes
         for _ in range(reps):
             t0 = time.perf_counter()
@@ -133,6 +133,7 @@ def bench_models(args, device: torch.device) -> None:
     from zoo_rank.data import load_images
     from zoo_rank.extract import default_num_workers, extract_features
     from zoo_rank.models import create_backbone
+    from zoo_rank.options import ExtractOptions
 
     images = load_images(str(args.images))
     rows = np.arange(min(args.n, len(images.dataset)), dtype=np.int64)
@@ -181,7 +182,7 @@ def bench_models(args, device: torch.device) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             fs = extract_features(
-                backbone, subset, batch_size=args.batch_size, cache_dir=tmp, quiet=True, device=device
+                backbone, subset, options=ExtractOptions(batch_size=args.batch_size, cache_dir=tmp, quiet=True, device=device)
             )
             wall = time.perf_counter() - t0
             t = fs.meta["timings"]

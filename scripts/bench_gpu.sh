@@ -10,7 +10,7 @@
 # decode   scripts/bench_gpu_decode.py: resnet50 and tf_efficientnet_lite0 on 8,192 generated 500x375
 #          JPEGs at batch 256: the model alone measured as timm's benchmark.py does (bf16 autocast,
 #          channels_last, input on the device), the whole pipeline with nvJPEG decode (decode once,
-#          zoo_rank.zoo's loop), the amortised rate of a further zoo model, and decode alone -> decode.json;
+#          zoo_rank.extract.zoo's loop), the amortised rate of a further zoo model, and decode alone -> decode.json;
 # cuda     tests/test_cuda.py (CUDA == CPU: extraction, nvJPEG decode, tensor transforms, zoo, metrics, probe);
 # extract  scripts/bench_extract.py on 4,096 generated JPEGs: the per-model PIL/DataLoader path for comparison.
 # Optional: timm (timm's own benchmark.py, when TIMM_BENCHMARK is set), metrics (ClassStats on the GPU),

@@ -8,9 +8,9 @@ is a photograph's), for each model, in one run on one device:
 - model alone, as timm's benchmark.py (InferenceBenchmarkRunner) measures it: random input already on the
   device at the model's input size, eval(), channels_last, bf16 autocast, no_grad, cudnn.benchmark,
   10 warm-up steps then 40 timed steps with a device synchronise around each; images/s of the full forward;
-- decode alone: zoo_rank.decode.DecodedImages filling the store (nvJPEG batches, central square, resize);
+- decode alone: zoo_rank.extract.decode.DecodedImages filling the store (nvJPEG batches, central square, resize);
 - whole pipeline, decode included: a fresh DecodedImages decoding in its background thread while the model
-  runs the first batches (zoo_rank.transforms.EvalTransform + pre-logits features, bf16, channels_last,
+  runs the first batches (zoo_rank.extract.transforms.EvalTransform + pre-logits features, bf16, channels_last,
   the features copied back to the host), N images / wall time from the first byte read to the last
   feature on the host;
 - amortised: the same model on an already decoded store (what every further model of a zoo sees).
@@ -38,8 +38,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from zoo_rank.decode import DecodedImages
-from zoo_rank.transforms import EvalTransform, cover_side
+from zoo_rank.extract.decode import DecodedImages
+from zoo_rank.extract.transforms import EvalTransform, cover_side
 
 WARM, STEPS = 10, 40  # timm benchmark.py's defaults (--num-warm-iter, --num-bench-iter)
 
@@ -99,16 +99,16 @@ def model_alone(
 def library_pipeline(
     model, decoded: DecodedImages, transform: EvalTransform, batch: int, device
 ) -> np.ndarray:
-    """zoo_rank.zoo's own loop (_extract_decoded with extract's _Forward): (N, p) float32 on the host."""
-    from zoo_rank.extract import _Forward
+    """zoo_rank.extract.zoo's own loop (_extract_decoded with extract's Forward): (N, p) float32 on the host."""
+    from zoo_rank.extract.forward import Forward
+    from zoo_rank.extract.zoo import _extract_decoded
     from zoo_rank.models import Backbone
-    from zoo_rank.zoo import _extract_decoded
 
     cfg = dict(timm.data.resolve_model_data_config(model))
     backbone = Backbone(
         model.default_cfg.get("architecture", "m"), model, None, cfg, model.num_features, "random"
     )
-    forward = _Forward(backbone, device, "bf16", batch, quiet=True)
+    forward = Forward(backbone, device, "bf16", batch, quiet=True)
     with torch.inference_mode():
         feats, _ = _extract_decoded(backbone, decoded, forward, batch, quiet=True)
     return feats
@@ -155,9 +155,9 @@ def main() -> None:
     print(f"generated the JPEGs in {time.perf_counter() - t0:.1f} s ({table.nbytes / 1e6:.0f} MB)")
     rows = np.arange(args.n)
     try:
-        import zoo_rank.zoo  # noqa: F401 - needs polars and datasets
+        import zoo_rank.extract.zoo  # noqa: F401 - needs polars and datasets
 
-        run_pipeline, which = library_pipeline, "zoo_rank.zoo._extract_decoded"
+        run_pipeline, which = library_pipeline, "zoo_rank.extract.zoo._extract_decoded"
     except ImportError as err:
         run_pipeline, which = standalone_pipeline, f"the script's own loop ({err})"
     print(f"pipeline loop: {which}")

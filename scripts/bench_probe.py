@@ -56,9 +56,10 @@ def synthetic(n: int, n_test: int, p: int, k: int, seed: int):
 
 def cifar10(model: str, n: int, seed: int):
     from zoo_rank.extract import extract_features
+    from zoo_rank.options import Subset
 
     per_class = n // 10
-    train = extract_features(model, "cifar10-local", split="train", n_per_class=per_class, seed=seed)
+    train = extract_features(model, "cifar10-local", split="train", subset=Subset(per_class, seed))
     test = extract_features(model, "cifar10-local", split="test")
     return train.features, train.labels, test.features, test.labels
 

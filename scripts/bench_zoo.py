@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_zoo.py --n-per-class 50 --order old new new old
 
 old: for each model, zoo_rank.extract.extract_features (each model decodes every image with PIL in its
-DataLoader worker and applies timm's PIL transform); new: zoo_rank.zoo.extract_zoo (the images decoded
+DataLoader worker and applies timm's PIL transform); new: zoo_rank.extract.zoo.extract_zoo (the images decoded
 once into uint8 squares, each model's transform as batched tensor ops). Both build their backbones inside
 the timed region and write to their own empty temporary cache; the default precision of this machine.
 With --order old new new old, each path's time is the mean of its runs (drift on a shared machine cancels).
@@ -27,8 +27,9 @@ import torch
 from zoo_rank._device import pick_device, resolve_precision
 from zoo_rank.data import balanced_subset, load_images
 from zoo_rank.extract import extract_features
+from zoo_rank.extract.zoo import extract_zoo
 from zoo_rank.models import create_backbone
-from zoo_rank.zoo import extract_zoo
+from zoo_rank.options import ExtractOptions, Subset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -44,13 +45,17 @@ MODELS = [
 def old_path(models, images, n_per_class, cache) -> float:
     t0 = time.perf_counter()
     for spec in models:
-        extract_features(create_backbone(spec), images, n_per_class=n_per_class, cache_dir=cache, quiet=True)
+        extract_features(
+            create_backbone(spec), images, subset=Subset(n_per_class), options=ExtractOptions(cache_dir=cache, quiet=True)
+        )
     return time.perf_counter() - t0
 
 
 def new_path(models, images, n_per_class, cache) -> float:
     t0 = time.perf_counter()
-    for result in extract_zoo(models, images, n_per_class=n_per_class, cache_dir=cache, quiet=True):
+    for result in extract_zoo(
+        models, images, subset=Subset(n_per_class), options=ExtractOptions(cache_dir=cache, quiet=True)
+    ):
         if isinstance(result, BaseException):
             raise result
     return time.perf_counter() - t0

@@ -4,7 +4,7 @@
     .venv/bin/python scripts/check_decode_top1.py --n 200 --models pip:efficientnet-lite0
 
 Both paths go through the library (zoo_rank.extract.extract_features: each model decodes and transforms
-with PIL; zoo_rank.zoo.extract_zoo: decoded once, each model's transform as tensor ops) in a temporary
+with PIL; zoo_rank.extract.zoo.extract_zoo: decoded once, each model's transform as tensor ops) in a temporary
 cache; logits are the features times each model's own classifier. The issue's bar: |difference| <= 0.5
 points for every model.
 """
@@ -25,8 +25,9 @@ import torch
 
 from zoo_rank.data import load_images
 from zoo_rank.extract import extract_features
+from zoo_rank.extract.zoo import extract_zoo
 from zoo_rank.models import create_backbone
-from zoo_rank.zoo import extract_zoo
+from zoo_rank.options import ExtractOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MODELS = ROOT.parent / "shared" / "models"
@@ -66,13 +67,17 @@ def main() -> None:
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        zoo = extract_zoo(args.models, images, precision=args.precision, cache_dir=tmp, quiet=True)
+        zoo = extract_zoo(
+            args.models, images, options=ExtractOptions(precision=args.precision, cache_dir=tmp, quiet=True)
+        )
         t_zoo = time.perf_counter() - t0
         t_pil = 0.0
         for spec, tensor in zip(args.models, zoo, strict=True):
             backbone = create_backbone(spec)
             t0 = time.perf_counter()
-            pil = extract_features(backbone, images, precision=args.precision, cache_dir=tmp, quiet=True)
+            pil = extract_features(
+                backbone, images, options=ExtractOptions(precision=args.precision, cache_dir=tmp, quiet=True)
+            )
             t_pil += time.perf_counter() - t0
             if isinstance(tensor, BaseException):
                 raise tensor

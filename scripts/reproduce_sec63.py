@@ -55,6 +55,7 @@ from zoo_rank.data import load_images, shared_data_dir
 from zoo_rank.extract import extract_features
 from zoo_rank.metrics import compute_metrics
 from zoo_rank.models import create_backbone
+from zoo_rank.options import ExtractOptions, Subset
 from zoo_rank.probe import linear_probe
 from zoo_rank.stats import load_paper_tables, logit, mlog, paper_report
 from zoo_rank.train import get_recipe, read_record, train
@@ -256,13 +257,14 @@ def _features(
     return extract_features(
         backbone,
         _images(spec, split),
-        n_per_class=n_per_class,
-        seed=seed,
-        precision="fp32",
-        batch_size=256,
-        num_workers=0 if DEVICE == "cpu" else None,
-        cache_dir=cache_dir,
-        quiet=quiet,
+        subset=Subset(n_per_class, seed),
+        options=ExtractOptions(
+            precision="fp32",
+            batch_size=256,
+            num_workers=0 if DEVICE == "cpu" else None,
+            cache_dir=cache_dir,
+            quiet=quiet,
+        ),
     )
 
 

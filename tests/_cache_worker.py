@@ -15,14 +15,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _extract_helpers import tiny_backbone, tiny_images
 
 from zoo_rank.extract import extract_features
+from zoo_rank.options import ExtractOptions
 
 
 def main() -> None:
     cache_dir, delay_s, shard_size = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     backbone = tiny_backbone(delay_s=delay_s)
     fs = extract_features(
-        backbone, tiny_images(), precision="fp32", device="cpu", batch_size=2, num_workers=0,
-        cache_dir=cache_dir, shard_size=shard_size, quiet=True,
+        backbone,
+        tiny_images(),
+        options=ExtractOptions(
+            precision="fp32", device="cpu", batch_size=2, num_workers=0, cache_dir=cache_dir,
+            shard_size=shard_size, quiet=True,
+        ),
     )  # fmt: skip
     print(json.dumps({"calls": backbone.calls, "key": fs.key, "timings": fs.meta["timings"]}))
 

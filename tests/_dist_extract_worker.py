@@ -17,6 +17,7 @@ import torch.distributed as dist
 from _extract_helpers import tiny_backbone, tiny_images
 
 from zoo_rank.extract import class_stats, extract_features, rank_block
+from zoo_rank.options import ExtractOptions
 
 
 def main() -> None:
@@ -26,12 +27,9 @@ def main() -> None:
     fs = extract_features(
         backbone,
         tiny_images(),
-        precision="fp32",
-        device="cpu",
-        batch_size=4,
-        num_workers=0,
-        cache_dir=cache_dir,
-        quiet=True,
+        options=ExtractOptions(
+            precision="fp32", device="cpu", batch_size=4, num_workers=0, cache_dir=cache_dir, quiet=True,
+        ),
     )
     # The group stays up for later calls (and for the statistics reduced across ranks).
     assert dist.is_initialized() and dist.get_backend() == "gloo"

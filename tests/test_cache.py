@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from zoo_rank import cache
 from zoo_rank._validation import ZooRankError
 from zoo_rank.cli import app
-from zoo_rank.extract import extract_features
+from zoo_rank.extract import extract_features, load_features
+from zoo_rank.options import ExtractOptions, Subset
 
 HERE = Path(__file__).resolve().parent
 ENV = {
@@ -40,8 +41,12 @@ def images():
 def reference(images, tmp_path_factory):
     """An uninterrupted fp32 extraction in a cache of its own (other batch sizes: equal to 1e-5)."""
     return extract_features(
-        tiny_backbone(), images, precision="fp32", batch_size=12, num_workers=0, quiet=True,
-        cache_dir=tmp_path_factory.mktemp("reference-cache"),
+        tiny_backbone(),
+        images,
+        options=ExtractOptions(
+            precision="fp32", batch_size=12, num_workers=0, quiet=True,
+            cache_dir=tmp_path_factory.mktemp("reference-cache"),
+        ),
     )  # fmt: skip
 
 
@@ -106,7 +111,7 @@ def test_a_damaged_or_foreign_entry_is_detected_and_recomputed_never_read(
 ):
     backbone = tiny_backbone()
     kw = dict(precision="fp32", batch_size=12, num_workers=0, quiet=True)
-    fs = extract_features(backbone, images, **kw)
+    fs = extract_features(backbone, images, options=ExtractOptions(**kw))
     path = _entry_file(cache_dir, fs.key)
     raw = path.read_bytes()
     if damage == "truncate":
@@ -123,7 +128,7 @@ def test_a_damaged_or_foreign_entry_is_detected_and_recomputed_never_read(
     with pytest.raises(cache.StaleEntryError):
         cache.Entry(cache_dir, fs.key).read()
     calls = backbone.calls
-    again = extract_features(backbone, images, **kw)
+    again = extract_features(backbone, images, options=ExtractOptions(**kw))
     assert backbone.calls == calls + 2, "the damaged entry must be recomputed"
     _assert_same_entry(again, reference)
     _assert_same_entry(cache.Entry(cache_dir, fs.key).read(), reference)
@@ -138,7 +143,11 @@ def test_a_corrupt_shard_is_dropped_and_its_rows_recomputed(images, cache_dir, r
     # an overlapping duplicate shard (as two rank layouts might leave) must not duplicate rows
     entry.write_shard(3, 9, reference.rows[3:9], reference.labels[3:9], reference.features[3:9])
     backbone = tiny_backbone()
-    fs = extract_features(backbone, images, precision="fp32", batch_size=8, num_workers=0, quiet=True)
+    fs = extract_features(
+        backbone,
+        images,
+        options=ExtractOptions(precision="fp32", batch_size=8, num_workers=0, quiet=True),
+    )
     assert fs.meta["timings"]["n_resumed"] == 9 and fs.meta["timings"]["n_computed"] == 15
     _assert_same_entry(fs, reference)
 
@@ -146,22 +155,22 @@ def test_a_corrupt_shard_is_dropped_and_its_rows_recomputed(images, cache_dir, r
 def test_load_features_reads_what_the_cli_extracted_and_names_the_command_when_absent(tmp_path, cache_dir):
     model, data = tiny_specs(tmp_path)
     with pytest.raises(ZooRankError, match=r"zoo-rank extract local-dir:.* --data .*tiny\.parquet"):
-        cache.load_features(model, data, n_per_class=5)
+        load_features(model, data, subset=Subset(5))
     runner = CliRunner()
     result = runner.invoke(
         app, ["extract", model, "--data", data, "--n-per-class", "5", "--quiet", "--batch-size", "8"]
     )
     assert result.exit_code == 0, result.output
-    fs = cache.load_features(model, data, n_per_class=5)
+    fs = load_features(model, data, subset=Subset(5))
     assert fs.features.shape == (15, 256) and np.bincount(fs.labels).tolist() == [5, 5, 5]
     assert fs.key in result.output and fs.meta["manifest"]["n_per_class"] == 5
     with pytest.raises(ZooRankError, match="no cached features"):
-        cache.load_features(model, data, n_per_class=6)
+        load_features(model, data, subset=Subset(6))
 
     # The source cannot be opened (moved away, or a Hub set while offline): the entry extracted under
     # the same names is still returned, with a warning.
     (tmp_path / "tiny.parquet").rename(tmp_path / "moved.parquet")
-    offline = cache.load_features(model, data, n_per_class=5)
+    offline = load_features(model, data, subset=Subset(5))
     np.testing.assert_array_equal(offline.features, fs.features)
 
     listed = runner.invoke(app, ["cache", "ls"])
@@ -175,8 +184,8 @@ def test_load_features_reads_what_the_cli_extracted_and_names_the_command_when_a
 def test_list_and_remove_entries_by_model_and_all(images, cache_dir):
     backbone = tiny_backbone()
     kw = dict(batch_size=12, num_workers=0, quiet=True)
-    a = extract_features(backbone, images, precision="fp32", **kw)
-    b = extract_features(backbone, tiny_images(per_class=4), precision="fp32", **kw)
+    a = extract_features(backbone, images, options=ExtractOptions(precision="fp32", **kw))
+    b = extract_features(backbone, tiny_images(per_class=4), options=ExtractOptions(precision="fp32", **kw))
     entries = {e.key: e for e in cache.list_entries()}
     assert set(entries) == {a.key, b.key}
     assert entries[a.key].meta["n"] == 24 and entries[b.key].meta["n"] == 12
@@ -185,14 +194,18 @@ def test_list_and_remove_entries_by_model_and_all(images, cache_dir):
         cache.remove_entries()
     assert cache.remove_entries(model="resnet*") == []
     assert {e.key for e in cache.remove_entries(model="test_efficientnet*")} == {a.key, b.key}
-    extract_features(backbone, images, precision="fp32", **kw)
+    extract_features(backbone, images, options=ExtractOptions(precision="fp32", **kw))
     assert len(cache.remove_entries(all=True)) == 1 and not list((cache_dir / "features").iterdir())
 
 
 def test_cache_rm_refuses_an_empty_prefix_and_covers_converted_weights(images, cache_dir):
     """`cache rm ""` used to remove every entry (every key starts with ""); converted pip: weights are
     cache contents too and go with --model and --all."""
-    fs = extract_features(tiny_backbone(), images, precision="fp32", batch_size=12, num_workers=0, quiet=True)
+    fs = extract_features(
+        tiny_backbone(),
+        images,
+        options=ExtractOptions(precision="fp32", batch_size=12, num_workers=0, quiet=True),
+    )
     runner = CliRunner()
     for prefixes in ([""], ["  "], [fs.key[:6], ""]):
         with pytest.raises(ZooRankError, match="empty key prefix"):

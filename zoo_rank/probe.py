@@ -582,16 +582,14 @@ def _features(
     model: str, plan: DatasetPlan, split: str, n_per_class, seed: int, device: str, cache_dir, quiet: bool
 ):
     from zoo_rank import extract
+    from zoo_rank.options import ExtractOptions, Subset
 
     return extract.extract_features(
         model,
         plan.spec,
         split=split,
-        n_per_class=n_per_class,
-        seed=seed,
-        device=device,
-        cache_dir=cache_dir,
-        quiet=quiet,
+        subset=Subset(n_per_class, seed),
+        options=ExtractOptions(device=device, cache_dir=cache_dir, quiet=quiet),
     )
 
 

@@ -43,13 +43,13 @@ from zoo_rank.board import (
     publish,
     regime,
 )
-from zoo_rank.extract import check_loader_args, skipped_note
+from zoo_rank.extract import skipped_note
+from zoo_rank.extract.zoo import ZooModel, ZooRun
 from zoo_rank.finetune import FinetuneOptions, as_check, finetune
 from zoo_rank.memo import remembered, source_digest
-from zoo_rank.options import BoardOptions
+from zoo_rank.options import BoardOptions, ExtractOptions, Subset
 from zoo_rank.probe import PROBES
 from zoo_rank.results import slug
-from zoo_rank.zoo import ZooModel, ZooRun
 
 #: A model spec with this prefix is the architecture after it with random weights: a control row that
 #: every informative score should put last (a backbone that learned nothing transfers worst).
@@ -242,8 +242,8 @@ def _probe_one(
     if train_set is None:
         train = feats
     else:
-        train = zoo.features(model, train_set, probe_n_per_class, seed)
-    test = zoo.features(model, test_set, probe_n_per_class, seed)
+        train = zoo.features(model, train_set, Subset(probe_n_per_class, seed))
+    test = zoo.features(model, test_set, Subset(probe_n_per_class, seed))
     timings[f"probe_extract_s:{name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
 
@@ -309,7 +309,7 @@ def _run_model(
     # The first model's call extracts the image set for the whole zoo (decoded once); the others read it.
     model = _zoo_model(entry)
     t0 = time.perf_counter()
-    feats = zoo.features(model, images, n_per_class, seed)
+    feats = zoo.features(model, images, Subset(n_per_class, seed))
     timings["extract_s"] = time.perf_counter() - t0
 
     def score() -> dict[str, Any]:
@@ -480,7 +480,7 @@ def rank(
     # Once here, not once per model: a bad size is the run's error, not every candidate's.
     check_subset_args(n_per_class, seed)
     check_subset_args(probe_n_per_class, seed)
-    check_loader_args(batch_size, None, on_bad_image)
+    ExtractOptions(batch_size=batch_size, on_bad_image=on_bad_image)  # its checks, before any data loads
 
     notes: list[str] = []
     images, data_spec = _load_data(data, split, notes)
@@ -539,7 +539,7 @@ def rank(
             rows, out=out, settings=settings, metrics=metric_names, build=build, replace=replace
         )
 
-    zoo = ZooRun([_zoo_model(e) for e in entries], **extract_kw)
+    zoo = ZooRun([_zoo_model(e) for e in entries], ExtractOptions(**extract_kw))
     results: list[RunResult] = []
     with _console.progress(quiet=quiet) as bar:
         task = bar.add_task("models", total=len(entries), rate="")

@@ -103,12 +103,7 @@ def extract_cmd(
 def _extract(spec: str, data: str, split: Optional[str], subset: Subset, manifest: Optional[Path],
              options: ExtractOptions):  # fmt: skip
     """The library call of `extract` (one place to change at merge): one model's cache entry."""
-    return extract_features(
-        spec, data, split=split, n_per_class=subset.n_per_class, seed=subset.seed, manifest=manifest,
-        precision=options.precision, device=options.device, batch_size=options.batch_size,
-        num_workers=options.num_workers, cache_dir=options.cache_dir, skip_existing=options.skip_existing,
-        quiet=options.quiet, on_bad_image=options.on_bad_image,
-    )  # fmt: skip
+    return extract_features(spec, data, split=split, subset=subset, options=options, manifest=manifest)
 
 
 cache_app = typer.Typer(help="Inspect and clean the feature cache.", no_args_is_help=True)

@@ -2,12 +2,12 @@
 
 `extract_zoo(models, data)` returns each model's penultimate features (a FeatureSet, or the error that
 model met) and caches them like `extract_features`, under a key that records the decode path
-(zoo_rank.decode.decode_spec: decoder, square side, resampling) beside the model, weights, data config,
+(zoo_rank.extract.decode.decode_spec: decoder, square side, resampling) beside the model, weights, data config,
 data, manifest and precision. The key is computed before anything is built: the backbone's identity comes
 from a weightless skeleton (zoo_rank.models.describe_backbone), so when every entry is cached no backbone
-is built and no image is decoded. Otherwise the missing models share one zoo_rank.decode.DecodedImages
+is built and no image is decoded. Otherwise the missing models share one zoo_rank.extract.decode.DecodedImages
 (JPEGs decoded on the GPU when the run is on CUDA), and each applies its own eval transform as tensor
-ops on its own device (zoo_rank.transforms.EvalTransform). Models whose transform is not a centre crop,
+ops on its own device (zoo_rank.extract.transforms.EvalTransform). Models whose transform is not a centre crop,
 and runs under torchrun, go through `extract_features` (timm's PIL path) one model at a time.
 """
 
@@ -20,25 +20,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from zoo_rank._console import err_console, progress, warn
+from zoo_rank._console import progress, warn
 from zoo_rank._device import pick_device, resolve_precision
+from zoo_rank._paths import cache_root
 from zoo_rank._validation import ZooRankError
-from zoo_rank.cache import CacheKey, Entry, FeatureSet, Request, cache_root, resolve_request
+from zoo_rank.cache import CacheKey, Entry, FeatureSet
 from zoo_rank.data import load_images
-from zoo_rank.decode import DecodedImages, DecodeError, decode_spec
-from zoo_rank.extract import (
-    DEFAULT_BATCH_SIZE,
-    _Block,
-    _commit,
-    _entry_meta,
-    _Forward,
-    _on_device,
-    extract_features,
-)
+from zoo_rank.extract.commit import Block, commit_blocks, entry_meta, report
+from zoo_rank.extract.decode import DecodedImages, DecodeError, decode_spec
+from zoo_rank.extract.distributed import live_rank_world
+from zoo_rank.extract.forward import Forward, batch_size_for, on_device
+from zoo_rank.extract.request import Request, resolve_request
+from zoo_rank.extract.run import extract_features
+from zoo_rank.extract.transforms import EvalTransform, cover_side, tensor_path_reason
 from zoo_rank.models import create_backbone, describe_backbone
-from zoo_rank.transforms import EvalTransform, cover_side, tensor_path_reason
+from zoo_rank.options import ExtractOptions, Subset
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ def _model_inputs(images: list[torch.Tensor], transform: EvalTransform, device: 
 def _extract_decoded(
     backbone: Any,
     decoded: DecodedImages,
-    forward: _Forward,
+    forward: Forward,
     batch_size: int,
     *,
     quiet: bool,
@@ -136,21 +133,29 @@ def _extract_decoded(
     return torch.cat(feats).numpy(), timings
 
 
+@dataclass(frozen=True)
+class _Zoo:
+    """One extract_zoo call's settings: `options` with device, precision and batch size resolved."""
+
+    images: Any
+    subset: Subset | None
+    manifest: Any
+    options: ExtractOptions
+    device: torch.device
+
+    @property
+    def precision(self) -> str:
+        return self.options.precision
+
+
 def extract_zoo(
     models: list[ZooModel | str],
     data: Any,
     *,
     split: str | None = None,
-    n_per_class: int | None = None,
-    seed: int = 0,
+    subset: Subset | None = None,
+    options: ExtractOptions | None = None,
     manifest: Any = None,
-    precision: str = "auto",
-    device: str | torch.device = "auto",
-    batch_size: int | None = None,
-    cache_dir: Any = None,
-    skip_existing: bool = True,
-    quiet: bool = False,
-    on_bad_image: str = "error",
 ) -> list[FeatureSet | BaseException]:
     """Features of every model on `data` (same arguments as extract_features), decoding the images once.
 
@@ -162,105 +167,92 @@ def extract_zoo(
     failure is not the zoo's.
     Raises ZooRankError for problems of the data itself (unknown set, empty subset, decode failure).
     """
+    options = options or ExtractOptions()
     images = load_images(data, split) if isinstance(data, str) else data
-    dev = pick_device(device)
-    prec = resolve_precision(precision, dev)
-    bs = int(batch_size or DEFAULT_BATCH_SIZE.get(dev.type, 32))
-    if bs < 1:
-        raise ZooRankError(f"batch_size={bs}; pass a positive batch size or leave it unset.")
+    dev = pick_device(options.device)
+    bs = batch_size_for(dev, options.batch_size)
+    resolved = options.replace(precision=resolve_precision(options.precision, dev), device=dev, batch_size=bs)
+    zoo = _Zoo(images, subset, manifest, resolved, dev)
     members = [_Member(m) for m in map(_as_model, models)]
-    common = {"n_per_class": n_per_class, "seed": seed, "manifest": manifest}
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    tensor_path: list[_Member] = []
-    for member in members:
-        try:
-            _identify(member)
-            member.request = resolve_request(member.identity, images, **common)
-        except Exception as err:  # one model's failure is its own row
-            member.result = err
-            continue
-        if len(member.request.rows) == 0:
-            raise ZooRankError(f"{images.name!r} selects no images; pass a data spec or manifest with rows.")
-        per_model = on_bad_image == "skip" or distributed
-        if per_model or tensor_path_reason(member.identity.data_config) is not None:
-            member.result = _per_model(
-                member, images, prec, dev, bs, cache_dir, skip_existing, quiet, common, on_bad_image
-            )
-        else:
-            tensor_path.append(member)
-    if not tensor_path:
-        return [m.result for m in members]  # type: ignore[misc]
-
-    side = cover_side([m.identity.data_config for m in tensor_path])
-    spec = decode_spec("cuda" if dev.type == "cuda" else "cpu", side)
-    root = cache_root(cache_dir)
-    missing = []
-    for member in tensor_path:
-        member.key = dataclasses.replace(member.request.key(prec), decode=spec)
-        entry = Entry(root, member.key.digest())
-        if not skip_existing:
-            entry.clear()
-        fs = entry.read_valid(member.request.rows)
-        if fs is not None:
-            member.result = fs
-        else:
-            missing.append(member)
-    if missing:
-        rows = missing[0].request.rows
-        decoded = DecodedImages(
-            images.dataset,
-            rows,
-            side,
-            dev if dev.type == "cuda" else torch.device("cpu"),
-            key_parts={"fingerprint": images.fingerprint, "split": str(images.split)},
-            cache_dir=cache_dir,
-        ).start()
-        try:
-            for member in missing:
-                member.result = _run_member(member, decoded, spec, prec, dev, bs, root, quiet)
-            decoded.wait()
-        except DecodeError:
-            for member in missing:
-                member.result = _per_model(
-                    member, images, prec, dev, bs, cache_dir, skip_existing, quiet, common, on_bad_image
-                )
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        decoded.remove_file()
+    tensor_path = [m for m in members if _route(m, zoo)]
+    if tensor_path:
+        _decode_once(tensor_path, zoo)
     return [m.result for m in members]  # type: ignore[misc]
 
 
-def _per_model(member, images, prec, dev, bs, cache_dir, skip_existing, quiet, common, on_bad_image):
+def _route(member: _Member, zoo: _Zoo) -> bool:
+    """Name the member's entry; True when it goes the decode-once way, else its result is set here."""
+    try:
+        _identify(member)
+        member.request = resolve_request(
+            member.identity, zoo.images, subset=zoo.subset, manifest=zoo.manifest
+        )
+    except Exception as err:  # one model's failure is its own row
+        member.result = err
+        return False
+    if len(member.request.rows) == 0:
+        raise ZooRankError(f"{zoo.images.name!r} selects no images; pass a data spec or manifest with rows.")
+    # Under torchrun the ranks share the work of each model (extract_features' blocks), not the zoo.
+    per_model = zoo.options.on_bad_image == "skip" or live_rank_world()[1] > 1
+    if per_model or tensor_path_reason(member.identity.data_config) is not None:
+        member.result = _per_model(member, zoo)
+        return False
+    return True
+
+
+def _decode_once(members: list[_Member], zoo: _Zoo) -> None:
+    """Read the cached members' entries; decode the images once for the others and run each on them."""
+    side = cover_side([m.identity.data_config for m in members])
+    spec = decode_spec("cuda" if zoo.device.type == "cuda" else "cpu", side)
+    root = cache_root(zoo.options.cache_dir)
+    missing = []
+    for member in members:
+        assert member.request is not None
+        member.key = dataclasses.replace(member.request.key(zoo.precision), decode=spec)
+        entry = Entry(root, member.key.digest())
+        if not zoo.options.skip_existing:
+            entry.clear()
+        member.result = entry.read_valid(member.request.rows)
+        if member.result is None:
+            missing.append(member)
+    if not missing:
+        return
+    decoded = DecodedImages(
+        zoo.images.dataset,
+        missing[0].request.rows,  # type: ignore[union-attr]
+        side,
+        zoo.device if zoo.device.type == "cuda" else torch.device("cpu"),
+        key_parts={"fingerprint": zoo.images.fingerprint, "split": str(zoo.images.split)},
+        cache_dir=zoo.options.cache_dir,
+    ).start()
+    try:
+        for member in missing:
+            member.result = _run_member(member, decoded, spec, zoo, root)
+        decoded.wait()
+    except DecodeError:
+        for member in missing:
+            member.result = _per_model(member, zoo)
+    if zoo.device.type == "cuda":
+        torch.cuda.synchronize(zoo.device)
+    decoded.remove_file()
+
+
+def _per_model(member: _Member, zoo: _Zoo) -> FeatureSet | BaseException:
     try:
         backbone = member.backbone or _build(member.model)
         return extract_features(
-            backbone,
-            images,
-            precision=prec,
-            device=dev,
-            batch_size=bs,
-            cache_dir=cache_dir,
-            skip_existing=skip_existing,
-            quiet=quiet,
-            on_bad_image=on_bad_image,
-            **common,
+            backbone, zoo.images, subset=zoo.subset, options=zoo.options, manifest=zoo.manifest
         )
     except Exception as err:
         return err
 
 
 def _run_member(
-    member: _Member,
-    decoded: DecodedImages,
-    spec: str,
-    prec: str,
-    dev: torch.device,
-    bs: int,
-    root: Any,
-    quiet: bool,
+    member: _Member, decoded: DecodedImages, spec: str, zoo: _Zoo, root: Any
 ) -> FeatureSet | BaseException:
     """Build one model, run it on the decoded images, commit its entry (under its lock)."""
     t_call = time.perf_counter()
+    dev, prec, quiet = zoo.device, zoo.precision, zoo.options.quiet
     try:
         backbone = member.backbone or _build(member.model)
         request = dataclasses.replace(member.request, backbone=backbone)
@@ -274,25 +266,19 @@ def _run_member(
             fs = entry.read_valid(request.rows)  # another process may have committed it meanwhile
             if fs is not None:
                 return fs
-            forward = _Forward(backbone, dev, prec, bs, quiet=quiet)
-            with _on_device(backbone, dev, forward.channels_last), torch.inference_mode():
-                feats, timings = _extract_decoded(backbone, decoded, forward, bs, quiet=quiet)
+            forward = Forward(backbone, dev, prec, zoo.options.batch_size, quiet=quiet)
+            with on_device(backbone, dev, forward.channels_last), torch.inference_mode():
+                feats, timings = _extract_decoded(
+                    backbone, decoded, forward, zoo.options.batch_size, quiet=quiet
+                )
             labels = np.asarray(request.images.labels)[request.rows]
-            meta = _entry_meta(request, prec, forward.channels_last, dev, 1, 0)
+            meta = entry_meta(request, prec, forward.channels_last, dev, 1, 0)
             meta["decode"] = spec
             meta["key_fields"] = dataclasses.asdict(key)
-            block = _Block(rows=request.rows, labels=labels, features=feats, timings=timings)
-            fs = _commit(entry, request, [block], meta)
+            block = Block(rows=request.rows, labels=labels, features=feats, timings=timings)
+            fs = commit_blocks(entry, request, [block], meta)
         if not quiet:
-            t = fs.meta["timings"]
-            bound = "data" if t["data_wait_s"] > t["model_s"] else "model"
-            err_console().print(
-                f"{backbone.name}: {fs.features.shape[0]} x {fs.features.shape[1]} in "
-                f"{time.perf_counter() - t_call:.1f} s, {t['images_per_s']:.0f} img/s, {bound}-bound "
-                f"(decoded once, {spec}) -> {entry.path}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            report(fs, backbone.name, time.perf_counter() - t_call, entry, f" (decoded once, {spec})")
         return fs
     except DecodeError:
         raise  # the data's failure, not this model's
@@ -303,21 +289,20 @@ def _run_member(
 class ZooRun:
     """One run's features: the first request for an image set extracts it for every model of the run.
 
-    features(model, images, n_per_class, seed) -> FeatureSet, or raises the error that model met.
-    `extract_kw`: precision, device, batch_size, cache_dir, quiet (as extract_zoo takes them).
+    features(model, images, subset) -> FeatureSet, or raises the error that model met.
+    `options`: how extract_zoo extracts (precision, device, batch size, cache dir, quiet, ...).
     """
 
-    def __init__(self, models: list[ZooModel], **extract_kw: Any):
+    def __init__(self, models: list[ZooModel], options: ExtractOptions | None = None):
         self.models = list(models)
-        self.extract_kw = extract_kw
+        self.options = options or ExtractOptions()
         self._done: dict[tuple, list[FeatureSet | BaseException]] = {}
 
-    def features(self, model: ZooModel, images: Any, n_per_class: int | None, seed: int) -> FeatureSet:
-        key = (images.fingerprint, str(images.split), n_per_class, seed)
+    def features(self, model: ZooModel, images: Any, subset: Subset | None = None) -> FeatureSet:
+        subset = subset or Subset()
+        key = (images.fingerprint, str(images.split), subset.n_per_class, subset.seed)
         if key not in self._done:
-            self._done[key] = extract_zoo(
-                self.models, images, n_per_class=n_per_class, seed=seed, **self.extract_kw
-            )
+            self._done[key] = extract_zoo(self.models, images, subset=subset, options=self.options)
         result = self._done[key][self.models.index(model)]
         if isinstance(result, BaseException):
             raise result
