@@ -14,7 +14,7 @@ import scipy.stats
 import torch
 
 from zoo_rank._validation import ZooRankError
-from zoo_rank.finetune import SCALE_FLOOR, FinetuneOptions, _probe_head, cell_key, stratified_split
+from zoo_rank.finetune import SCALE_FLOOR, FinetuneOptions, cell_key, probe_head, stratified_split
 from zoo_rank.models import create_backbone
 from zoo_rank.probe import linear_probe
 from zoo_rank.stats import rank_agreement, same_order, seed_spread, tie_band
@@ -58,7 +58,7 @@ def test_probe_head_reproduces_the_probe_on_raw_features():
     options = FinetuneOptions(batch_size=8)
     with torch.no_grad():
         feats = backbone.features(x).double().numpy()
-    l2 = _probe_head(backbone, fit, torch.device("cpu"), False, 5, options)
+    l2 = probe_head(backbone, fit, torch.device("cpu"), False, 5, options)
     # fitted on the 36 fit rows alone (its L2 on its own split of them): rows 36.. never reach the head
     ref = linear_probe(feats[:36], y[:36].numpy(), feats[:36], y[:36].numpy(), l2_grid=np.logspace(-6, 6, 25), seed=0, device="cpu")
     assert l2 == ref.l2

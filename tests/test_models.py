@@ -17,6 +17,7 @@ from zoo_rank import models
 from zoo_rank._paths import file_sha256
 from zoo_rank._validation import ZooRankError
 from zoo_rank.models import PIP_MODELS, create_backbone, offline_zoo, pip_weights_dir
+from zoo_rank.models.hub import cached_hub_file
 
 TINY = "mobilenetv3_small_050"  # ~0.6M parameters: cheap to build, save and run
 
@@ -298,7 +299,7 @@ def test_registry_and_hf_hub_names_load_from_the_hf_cache_offline(tmp_path, monk
 
 
 def _not_cached(name: str) -> bool:
-    return models._cached_hub_file(timm.models.get_pretrained_cfg(name).to_dict()) is None
+    return cached_hub_file(timm.models.get_pretrained_cfg(name).to_dict()) is None
 
 
 @pytest.mark.parametrize("spec", ["resnet50.a1_in1k", "convnext_tiny", "hf-hub:zoo-rank/no-such-repo"])

@@ -7,11 +7,11 @@ import torch
 
 from zoo_rank import memo
 from zoo_rank import metrics as metrics_mod
-from zoo_rank import models as models_mod
 from zoo_rank import probe as probe_mod
 from zoo_rank import rank as rank_mod
 from zoo_rank.extract import decode as decode_mod
 from zoo_rank.extract import zoo as zoo_mod
+from zoo_rank.models import factory as models_mod
 
 
 def test_remembered_computes_once_per_record(tmp_path):

@@ -19,7 +19,6 @@ from typing import Any
 
 from zoo_rank import __version__
 
-_CHUNK = 1 << 20
 # In-process memo: (resolved path, size, mtime_ns) -> sha256 hex.
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
@@ -56,11 +55,8 @@ def file_sha256(path: str | os.PathLike) -> str:
             return saved["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         pass  # absent or unreadable record: hash the file
-    h = hashlib.sha256()
     with open(resolved, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    digest = h.hexdigest()
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     _DIGESTS[key] = digest
     try:
         write_text_atomic(
