@@ -17,10 +17,6 @@ from zoo_rank.extract.request import Request, load_features, resolve_request
 from zoo_rank.extract.run import extract_features, extract_request
 from zoo_rank.extract.zoo import ZooModel, ZooRun, extract_zoo
 
-# finetune imports the process group under its old private name; the lead drops this once it imports
-# `process_group`.
-_process_group = process_group
-
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "FeatureSet",

@@ -37,7 +37,7 @@ from torch import nn
 from zoo_rank._console import err_console, progress
 from zoo_rank._device import pick_device, resolve_precision
 from zoo_rank._validation import ZooRankError
-from zoo_rank.extract import _process_group
+from zoo_rank.extract import process_group
 from zoo_rank.finetune.data import CellData, cell_data
 from zoo_rank.finetune.head import probe_head
 from zoo_rank.finetune.options import KIND, METRICS, FinetuneOptions
@@ -95,7 +95,7 @@ def finetune(
         raise ZooRankError(f"metric {metric!r}; expected top1 or mean_per_class.")
     dev = pick_device(device, allow_mps=False)
     bf16 = resolve_precision(options.precision, dev) == "bf16" and dev.type == "cuda"
-    rt = _Runtime(dev, bf16, *_process_group(dev))
+    rt = _Runtime(dev, bf16, *process_group(dev))
     backbone = create_backbone(model, pretrained=pretrained, seed=options.seed)
     spec = model if pretrained else f"random-init:{model}"
     key = cell_key(spec, backbone.weights_id, train_images.fingerprint, test_images.fingerprint, metric,
