@@ -10,8 +10,8 @@ import torch
 
 from zoo_rank import results
 from zoo_rank._validation import ZooRankError
+from zoo_rank.jobs.probe import DatasetPlan
 from zoo_rank.probe import (
-    DatasetPlan,
     RidgePath,
     accuracies,
     linear_probe,
@@ -217,7 +217,7 @@ class _Features:
 
 
 def test_run_probes_writes_one_file_per_cell_merges_and_resumes(tmp_path, monkeypatch):
-    import zoo_rank.probe as probe_mod
+    import zoo_rank.jobs.probe as probe_mod
 
     calls = []
 
@@ -269,7 +269,7 @@ def test_run_probes_writes_one_file_per_cell_merges_and_resumes(tmp_path, monkey
 def test_probe_results_are_keyed_on_every_setting_that_changes_the_number(tmp_path, monkeypatch):
     """A second probe with another --n-per-class (or seed, grid, method) recomputes instead of returning
     the first one's result; both stay on disk; --skip-existing skips only a true match."""
-    import zoo_rank.probe as probe_mod
+    import zoo_rank.jobs.probe as probe_mod
 
     calls = []
 
@@ -323,7 +323,7 @@ def test_probe_results_are_keyed_on_every_setting_that_changes_the_number(tmp_pa
 
 
 def test_offline_hub_datasets_fail_before_any_model_loads(tmp_path, monkeypatch):
-    import zoo_rank.probe as probe_mod
+    import zoo_rank.jobs.probe as probe_mod
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -337,7 +337,7 @@ def test_offline_hub_datasets_fail_before_any_model_loads(tmp_path, monkeypatch)
 
 
 def test_dataset_names_resolve_to_the_registry():
-    from zoo_rank.probe import resolve_datasets
+    from zoo_rank.jobs.probe import resolve_datasets
 
     with pytest.raises(ZooRankError, match="unknown dataset 'no-such-set'; known: ten"):
         resolve_datasets(["no-such-set"])
@@ -382,8 +382,8 @@ def test_validation_cells_are_keyed_and_read_the_probe_of_the_same_subset(tmp_pa
     """`validate --n-per-class 40` after a run at 20 correlates with the probe trained on 40 per class, not
     with whichever probe file happens to exist; a repeat with the same settings computes nothing."""
     import zoo_rank.extract as extract_mod
-    import zoo_rank.probe as probe_mod
-    from zoo_rank.validate import run_validation
+    import zoo_rank.jobs.probe as probe_mod
+    from zoo_rank.jobs.validate import run_validation
 
     spreads = {"m0": 0.05, "m1": 0.3, "m2": 1.0}
     scored = []

@@ -45,7 +45,7 @@ def score(
     ),
 ) -> None:
     """Score bring-your-own features: VCI and the baselines from one parquet file."""
-    from zoo_rank import scoring
+    from zoo_rank.jobs import scoring
 
     result = scoring.score_parquet(
         features, metrics=_split(metrics), label_column=label_column, feature_column=feature_column
@@ -58,7 +58,7 @@ def score(
 @app.command("metrics")
 def list_metrics() -> None:
     """List the registered metrics: direction, description, citation."""
-    from zoo_rank import scoring
+    from zoo_rank.jobs import scoring
 
     scoring.print_registry()
 
@@ -167,31 +167,19 @@ def rank_cmd(
     ),
 ) -> None:
     """Rank backbones: extract (cached) -> score -> probe check -> leaderboard. No arguments: the offline default."""
-    from zoo_rank import rank as rank_mod
+    from zoo_rank.jobs import rank as rank_mod
+    from zoo_rank.options import BoardOptions, ExtractOptions, ProbeOptions, Subset
 
-    board, paths = rank_mod.rank(
-        models,
-        models_file=models_file,
-        data=data,
-        split=split,
-        mode=mode,
-        metrics=_split(metrics),
-        sort_by=sort_by,
-        probe=probe,
-        n_per_class=n_per_class,
-        probe_n_per_class=probe_n_per_class,
-        probe_method=probe_method,
-        seed=seed,
-        precision=precision,
-        device=device,
-        batch_size=batch_size,
-        cache_dir=cache_dir,
-        out=out,
-        replace=replace,
-        quiet=quiet,
-        on_bad_image=on_bad_image,
-        check=check,
-    )
+    options = rank_mod.RankOptions(
+        mode=mode, target=probe, check=check, out=out, replace=replace,
+        subset=Subset(n_per_class, seed), probe_subset=Subset(probe_n_per_class, seed),
+        extract=ExtractOptions(precision=precision, device=device, batch_size=batch_size, cache_dir=cache_dir,
+                               quiet=quiet, on_bad_image=on_bad_image),
+        probe=ProbeOptions(method=probe_method or rank_mod.DEFAULT_PROBE_METHOD, device=device, seed=seed),
+        board=BoardOptions(metrics=tuple(_split(metrics) or ()) or None, primary=sort_by),
+    )  # fmt: skip
+    specs = list(models or []) + (rank_mod.read_models_file(models_file) if models_file is not None else [])
+    board, paths = rank_mod.rank(specs, data=data, split=split, options=options)
     rank_mod.print_summary(board, paths)
 
 
@@ -218,7 +206,7 @@ def leaderboard_merge(
     import shlex
 
     from zoo_rank import leaderboard, publish
-    from zoo_rank import rank as rank_mod
+    from zoo_rank.jobs import rank as rank_mod
 
     board = leaderboard.merge(
         result_files,
@@ -310,8 +298,8 @@ def probe_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Linear-probe accuracy of each model on each dataset (Kornblith et al. 2019 protocol)."""
-    from zoo_rank import probe as probe_mod
     from zoo_rank import results
+    from zoo_rank.jobs import probe as probe_mod
 
     names = ["ten"] if datasets.strip() == "ten" else _split(datasets) or []
     table = probe_mod.run_probes(
@@ -341,6 +329,7 @@ def validate_cmd(
     """How well each metric predicts probe accuracy over models (Pearson, Spearman, Kendall, weighted tau, regret)."""
     from zoo_rank import results
     from zoo_rank import validate as val
+    from zoo_rank.jobs.validate import run_validation
 
     if paper:
         report = val.paper_report(val.load_paper_tables(tables), n_boot=n_boot, seed=seed)
@@ -349,7 +338,7 @@ def validate_cmd(
     if not models or not datasets:
         raise ZooRankError("validate needs MODELS and --datasets (or --paper); e.g. zoo-rank validate m1 m2 m3 --datasets digits.")
     names = ["ten"] if datasets.strip() == "ten" else _split(datasets) or []
-    table = val.run_validation(
+    table = run_validation(
         models, names, metrics=_split(metric), probe=probe, results_dir=results_dir, skip_existing=skip_existing,
         n_per_class=n_per_class, seed=seed, device=device, n_boot=n_boot, quiet=quiet,
     )  # fmt: skip
@@ -525,7 +514,7 @@ def finetune_cmd(
     from zoo_rank import finetune as ft
     from zoo_rank._console import console
     from zoo_rank.data import load_images
-    from zoo_rank.rank import parse_model
+    from zoo_rank.jobs.rank import parse_model
 
     base = ft.FULL if full else ft.FinetuneOptions()
     options = base.replace(epochs=epochs, lrs=tuple(float(v) for v in _split(lrs)) if lrs else None, img_size=img_size,

@@ -2,7 +2,7 @@
 
 Two file kinds, both JSON, both versioned by a `schema` field:
 
-* a **result file** (`zoo_rank.result/1`), one per (model, dataset) run, written by `zoo_rank.rank`
+* a **result file** (`zoo_rank.result/1`), one per (model, dataset) run, written by `zoo_rank.jobs.rank`
   (through `zoo_rank.publish`, into NAME.runs/). It carries everything a board needs about that run: the
   metric values, the probe results, the conditions (data, manifest, transform, precision, device,
   versions, date) and an error when the run failed. Result files from several machines combine with `merge`.
