@@ -395,9 +395,9 @@ def test_validation_cells_are_keyed_and_read_the_probe_of_the_same_subset(tmp_pa
         keep = np.concatenate([np.flatnonzero(y == k)[:n_per_class] for k in range(3)])
         return _Features(X[keep], y[keep], f"{model}-{n_per_class}")
 
-    def fake_extract(model, spec, split=None, n_per_class=None, **kw):
-        scored.append((model, n_per_class))
-        return features(model, split, n_per_class)
+    def fake_extract(model, spec, split=None, subset=None, **kw):
+        scored.append((model, subset.n_per_class))
+        return features(model, split, subset.n_per_class)
 
     monkeypatch.setattr(probe_mod, "_features", lambda m, plan, split, n, *a: features(m, split, n))
     monkeypatch.setattr(extract_mod, "extract_features", fake_extract)

@@ -29,6 +29,7 @@ from zoo_rank.jobs.grid import Cell, Grid, error_line
 from zoo_rank.jobs.rank import CONTROL_PREFIX
 from zoo_rank.metrics import METRICS, compute_metrics
 from zoo_rank.models import create_backbone
+from zoo_rank.options import ExtractOptions, ProbeOptions, Subset
 from zoo_rank.probe import linear_probe
 from zoo_rank.results import matching_record, result_path, write_result
 from zoo_rank.train.zoo import trained_zoo
@@ -200,13 +201,23 @@ def run_cell(model: Model, target: Target, settings: Settings, results_dir: Path
     record = matching_record(path, key, field="key")  # a true match only: its stored key is this one
     if record is None:
         t0, cpu0 = time.perf_counter(), time.process_time()
-        kw = {"seed": settings.seed, "device": device, "quiet": True}
-        tr = extract_features(backbone, train, n_per_class=target.train_per_class, **kw)
-        te = extract_features(backbone, test, n_per_class=target.test_per_class, **kw)
+        options = ExtractOptions(device=device, quiet=True)
+        tr = extract_features(
+            backbone, train, subset=Subset(target.train_per_class, settings.seed), options=options
+        )
+        te = extract_features(
+            backbone, test, subset=Subset(target.test_per_class, settings.seed), options=options
+        )
         t_extract = time.perf_counter() - t0
         scores, notes = all_scores(backbone, tr.features, tr.labels)
         t0 = time.perf_counter()
-        probe = linear_probe(tr.features, tr.labels, te.features, te.labels, seed=settings.seed, device="cpu")
+        probe = linear_probe(
+            tr.features,
+            tr.labels,
+            te.features,
+            te.labels,
+            options=ProbeOptions(seed=settings.seed, device="cpu"),
+        )
         record = {
             "kind": CELL_KIND, "model": model.name, "spec": model.spec, "control": model.control,
             "group": model.group, "target": target.name, "metric": target.metric, "scores": scores,

@@ -18,7 +18,9 @@ from zoo_rank import __version__, data, extract, results
 from zoo_rank import probe as solvers
 from zoo_rank._device import pick_device, resolve_precision
 from zoo_rank._validation import ZooRankError
+from zoo_rank.board import write_table
 from zoo_rank.jobs.grid import Cell, Grid
+from zoo_rank.options import ExtractOptions, ProbeOptions, Subset
 
 #: The merged table's columns, in this order.
 COLUMNS = [
@@ -108,11 +110,8 @@ def _features(
         model,
         plan.spec,
         split=split,
-        n_per_class=n_per_class,
-        seed=seed,
-        device=device,
-        cache_dir=cache_dir,
-        quiet=quiet,
+        subset=Subset(n_per_class, seed),
+        options=ExtractOptions(device=device, cache_dir=cache_dir, quiet=quiet),
     )
 
 
@@ -120,12 +119,7 @@ def grid_id(l2_grid: Any) -> str:
     """'97 values in [1e-06, 1e+06], sha256:...' naming an L2 grid in result keys.
 
     The digest is of the grid as the probe walks it (unique values, strongest first, float64)."""
-    grid = np.asarray(l2_grid, dtype=np.float64).reshape(-1)
-    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
-        raise ZooRankError(
-            f"l2_grid must hold positive finite values, got {grid[:5]}...; use e.g. np.logspace(-6, 6, 97)."
-        )
-    grid = np.unique(grid)[::-1]
+    grid = solvers.strongest_first(l2_grid)
     digest = hashlib.sha256(grid.tobytes()).hexdigest()[:12]
     return f"{grid.size} values in [{grid.min():.0e}, {grid.max():.0e}], sha256:{digest}"
 
@@ -159,9 +153,11 @@ def cells(models: list[str], plans: list[DatasetPlan], run: dict[str, Any]) -> l
     return [Cell(m, p.name, cell_settings(run, m, p), p) for m in models for p in plans]
 
 
-def _probe_cell(cell: Cell, method: str, n_per_class, seed: int, device: str, l2_grid, cache_dir, quiet):
-    """The record of one cell: the probe's result (no weights) plus what it was computed from."""
-    model, plan = cell.model, cell.item
+def _probe_cell(cell: Cell, options: ProbeOptions, n_per_class: int | None, cache_dir, quiet: bool):
+    """The record of one cell: the probe's result (no weights) plus what it was computed from.
+
+    The subset, the probe's validation split and the features' device share `options.seed` / `.device`."""
+    model, plan, seed, device = cell.model, cell.item, options.seed, options.device
     train = _features(model, plan, plan.train_split, n_per_class, seed, device, cache_dir, quiet)
     test = _features(model, plan, plan.test_split, None, seed, device, cache_dir, quiet)
     val = (
@@ -169,16 +165,13 @@ def _probe_cell(cell: Cell, method: str, n_per_class, seed: int, device: str, l2
         if plan.val_split
         else None
     )
-    kwargs: dict[str, Any] = {"l2_grid": l2_grid, "seed": seed}
-    if method == "logistic":
-        kwargs["device"] = device
-    fit = solvers.linear_probe if method == "logistic" else solvers.ridge_probe
+    fit = solvers.linear_probe if options.method == "logistic" else solvers.ridge_probe
     res = fit(
         train.features, train.labels, test.features, test.labels,
-        None if val is None else val.features, None if val is None else val.labels, **kwargs,
+        None if val is None else val.features, None if val is None else val.labels, options=options,
     )  # fmt: skip
     return {
-        "kind": f"probe-{method}",
+        "kind": f"probe-{options.method}",
         "model": model,
         "dataset": plan.name,
         "dataset_spec": plan.spec,
@@ -221,11 +214,13 @@ def run_probes(
         f"probe-{method}", Path(results_dir) if results_dir is not None else results.DEFAULT_RESULTS_DIR
     )
     run = probe_settings(method, n_per_class, seed, device, l2_grid)
+    grid_values = tuple(float(v) for v in np.asarray(l2_grid, dtype=np.float64).reshape(-1))
+    options = ProbeOptions(method=method, l2_grid=grid_values, device=device, seed=seed)
     todo = grid.pending(cells(models, resolve_datasets(datasets), run), skip_existing=skip_existing)
     _preflight_hub([c.item for c in todo])
     grid.run(
         todo,
-        lambda c: _probe_cell(c, method, n_per_class, seed, device, l2_grid, cache_dir, quiet),
+        lambda c: _probe_cell(c, options, n_per_class, cache_dir, quiet),
         label="probe",
         unit="probe",
         quiet=quiet,
@@ -233,7 +228,7 @@ def run_probes(
     )
     table = grid.merge(COLUMNS, where=run)
     if table.width:
-        results.write_table(table.sort(["dataset", "model"]), grid.results_dir / f"probe_{method}")
+        write_table(table.sort(["dataset", "model"]), grid.results_dir / f"probe_{method}")
     return table
 
 

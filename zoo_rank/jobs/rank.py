@@ -28,7 +28,19 @@ from pathlib import Path
 
 from rich.table import Table
 
-from zoo_rank import _console, publish, regime
+from zoo_rank import _console
+from zoo_rank.board import (
+    Leaderboard,
+    RunResult,
+    arrow,
+    build_board,
+    correlation_line,
+    format_value,
+    metric_title,
+    publish,
+    regime,
+)
+from zoo_rank.extract.zoo import ZooRun
 from zoo_rank.jobs.grid import error_line
 from zoo_rank.jobs.rank_plan import (
     CONTROL_PREFIX,
@@ -50,16 +62,6 @@ from zoo_rank.jobs.rank_plan import (
     zoo_model,
 )
 from zoo_rank.jobs.rank_steps import run_model as _run_model
-from zoo_rank.leaderboard import (
-    Leaderboard,
-    RunResult,
-    arrow,
-    build_board,
-    correlation_line,
-    format_value,
-    metric_title,
-)
-from zoo_rank.zoo import ZooRun
 
 Publish = Callable[[list[RunResult]], tuple[Leaderboard, dict[str, Path]]]
 
@@ -89,10 +91,7 @@ def rank(
     )
 
     def build(rows: list[RunResult]) -> Leaderboard:
-        return build_board(
-            rows, name=board_options.name, metrics=list(board_options.metrics),
-            primary=board_options.primary, command=board_options.command, n_boot=board_options.n_boot,
-        )  # fmt: skip
+        return build_board(rows, board_options)
 
     def save(rows: list[RunResult]) -> tuple[Leaderboard, dict[str, Path]]:
         return publish.publish(
@@ -119,11 +118,7 @@ def _command_line() -> str:
 def _run_models(run: RankRun, save: Publish) -> list[RunResult]:
     """Every model's row in order; a model that fails is a row with its error, Ctrl-C publishes the rows done."""
     quiet = run.options.extract.quiet
-    e = run.options.extract
-    zoo = ZooRun(
-        [zoo_model(m) for m in run.entries], precision=e.precision, device=e.device,
-        batch_size=e.batch_size, cache_dir=e.cache_dir, quiet=e.quiet, on_bad_image=e.on_bad_image,
-    )  # fmt: skip
+    zoo = ZooRun([zoo_model(m) for m in run.entries], options=run.options.extract)
     results: list[RunResult] = []
     with _console.progress(quiet=quiet) as bar:
         task = bar.add_task("models", total=len(run.entries), rate="")

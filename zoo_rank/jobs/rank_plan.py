@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo_rank import _console, publish
+from zoo_rank import _console
 from zoo_rank import data as data_room
 from zoo_rank import metrics as metrics_package
 from zoo_rank._validation import ZooRankError
+from zoo_rank.board import publish
+from zoo_rank.extract.zoo import ZooModel
 from zoo_rank.metrics import check_mode
 from zoo_rank.options import BoardOptions, ExtractOptions, ProbeOptions, Subset
 from zoo_rank.results import slug
-from zoo_rank.zoo import ZooModel
 
 #: A model spec with this prefix is the architecture after it with random weights: a control row that
 #: every informative score should put last (a backbone that learned nothing transfers worst).

@@ -16,12 +16,12 @@ from zoo_rank import _console
 from zoo_rank import metrics as metrics_package
 from zoo_rank import probe as probe_module
 from zoo_rank._device import pick_device
+from zoo_rank.board import RunResult
 from zoo_rank.extract import skipped_note
 from zoo_rank.finetune import FinetuneOptions, as_check, finetune
 from zoo_rank.jobs.grid import error_line
 from zoo_rank.jobs.memo import remembered, source_digest
 from zoo_rank.jobs.rank_plan import ModelEntry, RankRun, zoo_model
-from zoo_rank.leaderboard import RunResult
 from zoo_rank.results import versions
 
 
@@ -78,25 +78,14 @@ def probe_check(zoo, model, feats, name: str, train_set, test_set, run: RankRun,
     """One check: a linear probe trained on `train_set` (None: the scored features) and tested on `test_set`."""
     options, subset = run.options.probe, run.probe_subset
     t0 = time.perf_counter()
-    train = feats if train_set is None else zoo.features(model, train_set, subset.n_per_class, subset.seed)
-    test = zoo.features(model, test_set, subset.n_per_class, subset.seed)
+    train = feats if train_set is None else zoo.features(model, train_set, subset)
+    test = zoo.features(model, test_set, subset)
     timings[f"probe_extract_s:{name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
 
     def solve() -> dict[str, Any]:
-        if options.method == "logistic":
-            res = probe_module.linear_probe(
-                train.features,
-                train.labels,
-                test.features,
-                test.labels,
-                seed=options.seed,
-                device=options.device,
-            )
-        else:
-            res = probe_module.ridge_probe(
-                train.features, train.labels, test.features, test.labels, seed=options.seed
-            )
+        fit = probe_module.linear_probe if options.method == "logistic" else probe_module.ridge_probe
+        res = fit(train.features, train.labels, test.features, test.labels, options=options)
         return {
             "top1": float(res.top1),
             "mean_per_class": float(res.mean_per_class),
@@ -191,7 +180,7 @@ def run_model(zoo, entry: ModelEntry, run: RankRun) -> RunResult:
     # The first model's call extracts the image set for the whole zoo (decoded once); the others read it.
     model = zoo_model(entry)
     t0 = time.perf_counter()
-    feats = zoo.features(model, run.images, run.subset.n_per_class, run.subset.seed)
+    feats = zoo.features(model, run.images, run.subset)
     timings["extract_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scored = score(feats, run.metric_names, run.options.extract.cache_dir)

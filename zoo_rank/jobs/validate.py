@@ -17,10 +17,12 @@ import polars as pl
 
 from zoo_rank import extract, results
 from zoo_rank._validation import ZooRankError
+from zoo_rank.board import write_table
 from zoo_rank.jobs.grid import Cell, Grid
 from zoo_rank.jobs.probe import DatasetPlan, cell_settings, probe_settings, resolve_datasets
 from zoo_rank.metrics import compute_metrics, metric_sign, resolve_metric_names
-from zoo_rank.validate import STATISTICS, rank_correlations
+from zoo_rank.options import ExtractOptions, Subset
+from zoo_rank.stats import STATISTICS, rank_correlations
 
 
 def _targets(
@@ -53,8 +55,8 @@ def _score_cell(cell: Cell, target: dict[str, Any], names: list[str], probe: str
     """One cell's record: every metric on the scored subset, beside the target probe's score."""
     plan = cell.item
     fs = extract.extract_features(
-        cell.model, plan.spec, split=plan.train_split, n_per_class=n_per_class, seed=seed,
-        device=device, cache_dir=cache_dir, quiet=quiet,
+        cell.model, plan.spec, split=plan.train_split, subset=Subset(n_per_class, seed),
+        options=ExtractOptions(device=device, cache_dir=cache_dir, quiet=quiet),
     )  # fmt: skip
     scores = compute_metrics(fs.features, fs.labels, names)
     return {
@@ -149,7 +151,7 @@ def run_validation(
         ]
     table = pl.DataFrame(rows) if rows else pl.DataFrame()
     if table.width:
-        results.write_table(table, grid.results_dir / "validation")
+        write_table(table, grid.results_dir / "validation")
     return table
 
 
