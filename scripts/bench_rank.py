@@ -20,7 +20,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    from zoo_rank import rank as rank_mod
+    from zoo_rank.jobs import rank as rank_mod
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-per-class", type=int, default=rank_mod.DEFAULT_N_PER_CLASS)

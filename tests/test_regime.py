@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 
 from zoo_rank.board import RunResult, build_board, read_board, read_csv, render_markdown, write_board
+from zoo_rank.jobs.scoring import score_parquet, write_scores
 from zoo_rank.metrics import SampleSizeWarning, compute_metrics
 from zoo_rank.options import BoardOptions
-from zoo_rank.scoring import score_parquet, write_scores
 
 NAMES = ["vci", "h_score", "vci_lw", "h_score_lw", "logme"]
 

@@ -262,8 +262,9 @@ def test_run_validation_scores_models_and_correlates_with_probe_accuracy(tmp_pat
     from zoo_rank.jobs.validate import run_validation
 
     import zoo_rank.extract as extract_mod
-    import zoo_rank.probe as probe_mod
+    import zoo_rank.jobs.probe as probe_mod
     from zoo_rank import results
+    from zoo_rank.jobs.validate import run_validation
 
     # Four models whose features separate the classes more and more: probe accuracy rises with spread.
     spreads = {"m0": 0.05, "m1": 0.2, "m2": 0.5, "m3": 2.0}

@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zoo_rank import memo
 from zoo_rank import metrics as metrics_mod
 from zoo_rank import probe as probe_mod
-from zoo_rank import rank as rank_mod
 from zoo_rank.extract import decode as decode_mod
 from zoo_rank.extract import zoo as zoo_mod
+from zoo_rank.jobs import memo
+from zoo_rank.jobs import rank as rank_mod
+from zoo_rank.jobs.rank import RankOptions
 from zoo_rank.models import factory as models_mod
+from zoo_rank.options import BoardOptions, ExtractOptions, ProbeOptions, Subset
 
 
 def test_remembered_computes_once_per_record(tmp_path):
@@ -43,11 +45,11 @@ def test_source_digest_follows_the_code(tmp_path, monkeypatch):
 
 def test_warm_rank_builds_decodes_and_fits_nothing(cache_dir, tmp_path, monkeypatch):
     kw = dict(
-        data="digits", metrics=["vci", "logme"], n_per_class=5, probe_n_per_class=3, probe_method="ridge",
-        quiet=True, command="test", n_boot=0,
+        subset=Subset(5), probe_subset=Subset(3), probe=ProbeOptions(method="ridge"), extract=ExtractOptions(quiet=True),
+        board=BoardOptions(metrics=("vci", "logme"), command="test", n_boot=0),
     )  # fmt: skip
     models = ["random-init:test_efficientnet", "random-init:test_convnext"]
-    cold, _ = rank_mod.rank(models, out=tmp_path / "cold", **kw)
+    cold, _ = rank_mod.rank(models, data="digits", options=RankOptions(out=tmp_path / "cold", **kw))
     assert all(r.error is None for r in cold.results)
 
     def refuse(what):
@@ -66,7 +68,7 @@ def test_warm_rank_builds_decodes_and_fits_nothing(cache_dir, tmp_path, monkeypa
     monkeypatch.setattr(probe_mod, "ridge_probe", refuse("fitted a probe"))
     monkeypatch.setattr(probe_mod, "linear_probe", refuse("fitted a probe"))
     monkeypatch.setattr(metrics_mod, "compute_metrics", refuse("computed the scores"))
-    warm, _ = rank_mod.rank(models, out=tmp_path / "warm", **kw)
+    warm, _ = rank_mod.rank(models, data="digits", options=RankOptions(out=tmp_path / "warm", **kw))
     for a, b in zip(cold.results, warm.results, strict=True):
         # NaN (an undefined metric, N <= p + 1 here) equals NaN for this comparison: same keys, same values.
         assert a.metrics.keys() == b.metrics.keys()

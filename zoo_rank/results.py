@@ -15,14 +15,16 @@ not a cache to be evicted, so they do not go under the feature cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
+
+from zoo_rank import _paths
 from zoo_rank._paths import write_text_atomic
 
 DEFAULT_RESULTS_DIR = Path("results")
@@ -36,9 +38,11 @@ def slug(name: str) -> str:
 
 
 def settings_key(settings: dict[str, Any]) -> str:
-    """12 hex digits naming `settings` (canonical JSON: key order does not matter)."""
-    text = json.dumps(settings, sort_keys=True, default=_jsonable)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    """12 hex digits naming `settings` (canonical JSON: key order does not matter).
+
+    The digest is of the settings as they read back from a file, in json.dumps' default separators: the
+    bytes every existing result file is named by."""
+    return _paths.json_digest(_as_read_back(settings), 12, separators=None)
 
 
 def result_path(
@@ -55,12 +59,18 @@ def find_result(
     results_dir: str | Path, kind: str, model: str, dataset: str, settings: dict[str, Any]
 ) -> dict[str, Any] | None:
     """The cell's record when a file with exactly these `settings` exists (and reads back), else None."""
-    path = result_path(results_dir, kind, model, dataset, settings)
+    return matching_record(result_path(results_dir, kind, model, dataset, settings), settings)
+
+
+def matching_record(
+    path: str | Path, key: dict[str, Any], *, field: str = "settings"
+) -> dict[str, Any] | None:
+    """The record at `path` when it reads back and its stored `field` is exactly `key`, else None (recompute)."""
     try:
         record = read_result(path)
     except (OSError, ValueError):
         return None  # absent, or not JSON: recompute
-    return record if isinstance(record, dict) and record.get("settings") == _as_read_back(settings) else None
+    return record if isinstance(record, dict) and record.get(field) == _as_read_back(key) else None
 
 
 _MISSING = object()
@@ -80,22 +90,9 @@ def write_keyed_result(
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages whose numbers could change a result."""
-    import numpy
-    import scipy
-    import sklearn
-    import torch
-
-    import zoo_rank
-
-    return {
-        "zoo_rank": zoo_rank.__version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "python": platform.python_version(),
-    }
+    """Versions of the packages whose numbers could change a result (zoo_rank, torch, numpy, scipy,
+    scikit-learn, python)."""
+    return _paths.versions("torch", "numpy", "scipy", "sklearn")
 
 
 def write_result(path: str | Path, record: dict[str, Any]) -> Path:
@@ -111,8 +108,6 @@ def write_result(path: str | Path, record: dict[str, Any]) -> Path:
 
 
 def _jsonable(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -138,8 +133,6 @@ def merge_results(
     Nested values (dicts, lists) are dropped; `columns` selects and orders the columns present. `where`:
     only cells whose stored settings have these values (one run's settings, never a mix of several).
     """
-    import polars as pl
-
     files = sorted(Path(results_dir).glob(RESULT_TEMPLATE.format(kind=slug(kind), model="*", dataset="*")))
     wanted = _as_read_back(where or {})
     rows = []
@@ -153,4 +146,3 @@ def merge_results(
     if columns is not None and df.width:
         df = df.select([c for c in columns if c in df.columns])
     return df
-

@@ -1,6 +1,6 @@
 """The zoo benchmark's board: agreement of every score with fine-tuned and probe accuracy, as md/csv/json/png.
 
-Input: the cells of ``zoo_rank.benchmark.run_grid`` (one dict per (model, target): scores, probe and
+Input: the cells of ``zoo_rank.jobs.benchmark.run_grid`` (one dict per (model, target): scores, probe and
 fine-tuned accuracy, seed repeats). Output: per target and averaged over targets, for every score and
 both ground truths, with and without the random-init controls, the statistics of ``zoo_rank.stats.zoo``;
 a heat map (scores x targets, weighted tau against fine-tuned accuracy) beside a scatter (score vs

@@ -5,14 +5,14 @@ from pathlib import Path
 from typing import Optional
 
 from zoo_rank import finetune as ft
-from zoo_rank import probe as probe_mod
-from zoo_rank import rank as rank_mod
 from zoo_rank import stats as val
 from zoo_rank._console import console
 from zoo_rank._validation import ZooRankError
-from zoo_rank.board.table import print_table
+from zoo_rank.board import print_table
 from zoo_rank.cli import options as opt
 from zoo_rank.data import load_images
+from zoo_rank.jobs import probe as probe_mod
+from zoo_rank.jobs import rank as rank_mod
 from zoo_rank.jobs.validate import run_validation
 from zoo_rank.options import ProbeOptions, Subset
 

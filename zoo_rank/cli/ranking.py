@@ -9,10 +9,9 @@ from typing import Any, Optional
 
 import typer
 
-from zoo_rank import board as board_mod
-from zoo_rank import rank as rank_mod
-from zoo_rank.board import publish
+from zoo_rank.board import merge, publish
 from zoo_rank.cli import options as opt
+from zoo_rank.jobs import rank as rank_mod
 from zoo_rank.options import BoardOptions, ExtractOptions, ProbeOptions, Subset
 
 
@@ -106,7 +105,7 @@ def rank_cmd(
         replace=replace,
         subset=Subset(n_per_class=n_per_class, seed=seed),
         probe_subset=Subset(n_per_class=probe_n_per_class, seed=seed),
-        probe_options=ProbeOptions(seed=seed).replace(method=probe_method),
+        probe_options=ProbeOptions(seed=seed, device=device).replace(method=probe_method),
         extract=ExtractOptions(
             precision=precision,
             device=device,
@@ -138,29 +137,12 @@ def _rank(
     board: BoardOptions,
 ):
     """The library call of `rank` (one place to change at merge). probe: the check's datasets."""
-    return rank_mod.rank(
-        models,
-        models_file=models_file,
-        data=data,
-        split=split,
-        mode=mode,
-        metrics=_list(board.metrics),
-        sort_by=board.primary,
-        probe=probe,
-        n_per_class=subset.n_per_class,
-        probe_n_per_class=probe_subset.n_per_class,
-        probe_method=probe_options.method,
-        seed=subset.seed,
-        precision=extract.precision,
-        device=extract.device,
-        batch_size=extract.batch_size,
-        cache_dir=extract.cache_dir,
-        out=out,
-        replace=replace,
-        quiet=extract.quiet,
-        on_bad_image=extract.on_bad_image,
-        check=check,
-    )
+    options = rank_mod.RankOptions(
+        mode=mode, target=probe, check=check, out=out, replace=replace, subset=subset,
+        probe_subset=probe_subset, extract=extract, probe=probe_options, board=board,
+    )  # fmt: skip
+    specs = list(models or []) + (rank_mod.read_models_file(models_file) if models_file is not None else [])
+    return rank_mod.rank(specs, data=data, split=split, options=options)
 
 
 leaderboard_app = typer.Typer(help="Build leaderboards from per-run result files.", no_args_is_help=True)
@@ -188,13 +170,9 @@ def leaderboard_merge(
 
 def _merge(result_files: list[Path], options: BoardOptions):
     """The library call of `leaderboard merge` (one place to change at merge)."""
-    return board_mod.merge(result_files, options)
+    return merge(result_files, options)
 
 
 def _tuple(names: Optional[list[str]]) -> Optional[tuple[str, ...]]:
     return tuple(names) if names else None
 
-
-def _list(names: Optional[tuple[str, ...]]) -> Optional[list[str]]:
-    """The library takes the metric names as a list (None: the default list), as the CLI passed them."""
-    return list(names) if names else None

@@ -3,8 +3,8 @@
 from pathlib import Path
 from typing import Optional
 
-from zoo_rank import scoring
 from zoo_rank.cli import options as opt
+from zoo_rank.jobs import scoring
 
 
 def score_cmd(

@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from rich.table import Table
 
+from zoo_rank._console import console, warn
+from zoo_rank._paths import atomic_path, write_text_atomic
 from zoo_rank._validation import ZooRankError
 from zoo_rank.metrics import METRICS, SampleSizeWarning, compute_metrics, resolve_metric_names
 
@@ -37,6 +40,22 @@ def read_feature_table(
     come back float64, so a large common offset does not eat the within-class differences.
     """
     path = Path(path)
+    frame = _read_frame(path)
+    columns = frame.columns
+    if label_column is None:
+        label_column = next((c for c in LABEL_COLUMNS if c in columns), None)
+        if label_column is None:
+            raise ZooRankError(
+                f"no label column in {path} (columns: {', '.join(columns)}); name it with --label-column."
+            )
+    elif label_column not in columns:
+        raise ZooRankError(f"label column {label_column!r} not in {path} (columns: {', '.join(columns)}).")
+    labels = frame[label_column].to_numpy()
+    return np.ascontiguousarray(_feature_matrix(frame, path, label_column, feature_column)), labels
+
+
+def _read_frame(path: Path) -> pl.DataFrame:
+    """A parquet file, or the `*.parquet` shards of a folder in name order, as one table."""
     if path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:
@@ -56,16 +75,14 @@ def read_feature_table(
             f"could not read {path} as parquet ({type(err).__name__}: {str(err).splitlines()[0]}); "
             "write it with polars/pyarrow `write_parquet`."
         ) from err
+    return frame
+
+
+def _feature_matrix(
+    frame: pl.DataFrame, path: Path, label_column: str, feature_column: str | None
+) -> np.ndarray:
+    """(N, p) features: the one list/array column (or `feature_column`), else every other numeric column."""
     columns = frame.columns
-    if label_column is None:
-        label_column = next((c for c in LABEL_COLUMNS if c in columns), None)
-        if label_column is None:
-            raise ZooRankError(
-                f"no label column in {path} (columns: {', '.join(columns)}); name it with --label-column."
-            )
-    elif label_column not in columns:
-        raise ZooRankError(f"label column {label_column!r} not in {path} (columns: {', '.join(columns)}).")
-    labels = frame[label_column].to_numpy()
     if feature_column is None:
         nested = [
             c for c in columns if c != label_column and isinstance(frame.schema[c], (pl.List, pl.Array))
@@ -92,7 +109,7 @@ def read_feature_table(
             series = series.cast(pl.Array(_float_type([series.dtype.inner]), lengths[0]))
         else:
             series = series.cast(pl.Array(_float_type([series.dtype.inner]), series.dtype.size))
-        features = series.to_numpy()
+        return series.to_numpy()
     else:
         numeric = [c for c in columns if c != label_column and frame.schema[c].is_numeric()]
         if not numeric:
@@ -100,8 +117,7 @@ def read_feature_table(
                 f"no feature column in {path}: expected a list/array column or numeric columns besides {label_column!r}."
             )
         dtype = _float_type([frame.schema[c] for c in numeric])
-        features = frame.select(pl.col(numeric).cast(dtype)).to_numpy()
-    return np.ascontiguousarray(features), labels
+        return frame.select(pl.col(numeric).cast(dtype)).to_numpy()
 
 
 def _float_type(dtypes: list[pl.DataType]) -> pl.DataType:
@@ -138,10 +154,6 @@ def score_parquet(
 
 
 def print_scores(result: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    from zoo_rank._console import console, warn
-
     for message in result.get("warnings", []):
         warn(message)
     table = Table(
@@ -164,9 +176,10 @@ def print_scores(result: dict[str, Any]) -> None:
 def write_scores(result: dict[str, Any], out: str | Path) -> Path:
     """Write the scores as JSON (default) or CSV (one row per metric) by the file suffix, atomically."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix.lower() == ".csv":
+    if out.suffix.lower() != ".csv":
+        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+        return out
+    with atomic_path(out) as tmp:
         pl.DataFrame(
             {
                 "metric": list(result["scores"]),
@@ -178,17 +191,10 @@ def write_scores(result: dict[str, Any], out: str | Path) -> Path:
                 "source": result["source"],
             }
         ).write_csv(tmp)
-    else:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
     return out
 
 
 def print_registry() -> None:
-    from rich.table import Table
-
-    from zoo_rank._console import console
-
     table = Table(title="zoo_rank metrics (sign: +1 = higher predicts better transfer)")
     for col in ("name", "higher means", "source", "target", "needs", "description", "citation"):
         table.add_column(col)

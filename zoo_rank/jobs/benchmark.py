@@ -11,9 +11,7 @@ logistic probe (train -> test); fine-tuning is ``zoo_rank.finetune``. Every cell
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import math
 import time
 import warnings
@@ -23,16 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from zoo_rank._console import err_console, progress, warn
+from zoo_rank._paths import json_digest
 from zoo_rank.data import load_images, shared_data_dir
 from zoo_rank.extract import extract_features
 from zoo_rank.finetune import FinetuneOptions, finetune
+from zoo_rank.jobs.grid import Cell, Grid, error_line
+from zoo_rank.jobs.rank import CONTROL_PREFIX
 from zoo_rank.metrics import METRICS, compute_metrics
 from zoo_rank.models import create_backbone
-from zoo_rank.options import ExtractOptions, Subset
+from zoo_rank.options import ExtractOptions, ProbeOptions, Subset
 from zoo_rank.probe import linear_probe
-from zoo_rank.rank import CONTROL_PREFIX
-from zoo_rank.results import read_result, result_path, write_result
+from zoo_rank.results import matching_record, result_path, write_result
 from zoo_rank.train.zoo import trained_zoo
 
 CELL_KIND = "zoo-cell"
@@ -56,7 +55,9 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("cifar10", "cifar10-local", "top1", 16, 30),
-        Target("flowers102", _shared("flowers102"), "mean_per_class", None, None),  # 4 train, 2 test per class
+        Target(
+            "flowers102", _shared("flowers102"), "mean_per_class", None, None
+        ),  # 4 train, 2 test per class
         Target("food101-10", _shared("food101-10"), "top1", None, None),  # 15 / 10 per class
         Target("gtsrb", _shared("gtsrb"), "top1", 10, 15),
         Target("clothing10", _shared("clothing10"), "top1", None, None),  # 10 / 5 per class
@@ -99,7 +100,9 @@ class Settings:
     targets: tuple[str, ...] = DEFAULT_TARGETS
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     spread_targets: tuple[str, ...] = ("food101-10", "clothing10")  # fine-tuned again with spread_seeds
-    spread_seeds: tuple[int, ...] = (1,)  # 2 seeds x 2 targets x every model: ~26 degrees of freedom for the SD
+    spread_seeds: tuple[int, ...] = (
+        1,
+    )  # 2 seeds x 2 targets x every model: ~26 degrees of freedom for the SD
     seed: int = 0
     tiny: bool = False
     imagenet_models: tuple[str, ...] = IMAGENET_MODELS
@@ -144,11 +147,6 @@ def source_probs(backbone: Any, features: np.ndarray) -> np.ndarray | None:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:150] if text else ''}"
-
-
 def all_scores(backbone: Any, features: np.ndarray, labels: np.ndarray) -> tuple[dict[str, float], list[str]]:
     """Every registry metric on (features, labels), in registry order; NaN plus a note where one cannot be
     computed (no pretraining head for LEEP/NCE, a numerical failure): an N/A cell, not a failed benchmark."""
@@ -162,14 +160,14 @@ def all_scores(backbone: Any, features: np.ndarray, labels: np.ndarray) -> tuple
             values = compute_metrics(features, labels, names=plain)
             scores.update(values)
             # Undefined here (plain VCI / H-score at N <= p + 1, constant features): an N/A cell with its reason.
-            notes += [f"{n}: {_one_line(reason)}" for n, reason in values.reasons.items()]
+            notes += [f"{n}: {error_line(reason, 150)}" for n, reason in values.reasons.items()]
         except Exception:
             for n in plain:
                 try:
                     scores.update(compute_metrics(features, labels, names=[n]))
                 except Exception as err:
                     scores[n] = math.nan
-                    notes.append(f"{n}: {_one_line(err)}")
+                    notes.append(f"{n}: {error_line(err, 150)}")
         probs = source_probs(backbone, features) if any(wants.values()) else None
         for n in (n for n, w in wants.items() if w):
             try:
@@ -178,7 +176,7 @@ def all_scores(backbone: Any, features: np.ndarray, labels: np.ndarray) -> tuple
                     notes.append(f"{n}: N/A (no pretraining head)")
             except Exception as err:
                 scores[n] = math.nan
-                notes.append(f"{n}: {_one_line(err)}")
+                notes.append(f"{n}: {error_line(err, 150)}")
     return {n: float(scores[n]) for n in METRICS}, notes
 
 
@@ -197,18 +195,29 @@ def run_cell(model: Model, target: Target, settings: Settings, results_dir: Path
     test = load_images(f"{target.spec}:test")
     backbone = create_backbone(model.spec, pretrained=model.pretrained, seed=settings.seed)
     key = _cell_key(model, target, settings, backbone.weights_id, (train.fingerprint, test.fingerprint))
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    # json.dumps' default separators: the digest names the cell files already on disk.
+    digest = json_digest(key, 12, separators=None)
     path = result_path(results_dir, CELL_KIND, model.name, f"{target.name}__{digest}")
-    record = read_result(path) if path.is_file() else None
+    record = matching_record(path, key, field="key")  # a true match only: its stored key is this one
     if record is None:
         t0, cpu0 = time.perf_counter(), time.process_time()
-        opts = ExtractOptions(device=device, quiet=True)
-        tr = extract_features(backbone, train, subset=Subset(target.train_per_class, settings.seed), options=opts)
-        te = extract_features(backbone, test, subset=Subset(target.test_per_class, settings.seed), options=opts)
+        options = ExtractOptions(device=device, quiet=True)
+        tr = extract_features(
+            backbone, train, subset=Subset(target.train_per_class, settings.seed), options=options
+        )
+        te = extract_features(
+            backbone, test, subset=Subset(target.test_per_class, settings.seed), options=options
+        )
         t_extract = time.perf_counter() - t0
         scores, notes = all_scores(backbone, tr.features, tr.labels)
         t0 = time.perf_counter()
-        probe = linear_probe(tr.features, tr.labels, te.features, te.labels, seed=settings.seed, device="cpu")
+        probe = linear_probe(
+            tr.features,
+            tr.labels,
+            te.features,
+            te.labels,
+            options=ProbeOptions(seed=settings.seed, device="cpu"),
+        )
         record = {
             "kind": CELL_KIND, "model": model.name, "spec": model.spec, "control": model.control,
             "group": model.group, "target": target.name, "metric": target.metric, "scores": scores,
@@ -221,7 +230,9 @@ def run_cell(model: Model, target: Target, settings: Settings, results_dir: Path
         }  # fmt: skip
         write_result(path, record)
     seeds = (settings.seed, *(settings.spread_seeds if target.name in settings.spread_targets else ()))
-    options = settings.finetune.replace(n_per_class=target.train_per_class, test_per_class=target.test_per_class)
+    options = settings.finetune.replace(
+        n_per_class=target.train_per_class, test_per_class=target.test_per_class
+    )
     runs = []
     for seed in seeds:
         ft = finetune(model.spec, train, test, options=options.replace(seed=seed), metric=target.metric,
@@ -232,23 +243,25 @@ def run_cell(model: Model, target: Target, settings: Settings, results_dir: Path
     return {**record, "finetune": runs[0]["accuracy"], "finetune_runs": runs}
 
 
-def run_grid(settings: Settings, out_dir: Path, *, device: str = "auto", quiet: bool = False) -> tuple[list[Model], list[dict]]:
-    """Every (model, target) cell; a failed cell is reported and left out (its error in the record list)."""
-    targets = [TARGETS[t] for t in settings.targets]
+def _failed_cell(cell: Cell, err: Exception) -> dict[str, Any]:
+    return {"model": cell.model, "target": cell.dataset, "error": f"{type(err).__name__}: {err}"}
+
+
+def run_grid(
+    settings: Settings, out_dir: Path, *, device: str = "auto", quiet: bool = False
+) -> tuple[list[Model], list[dict]]:
+    """Every (model, target) cell, target-major; a failed cell is reported and kept as its error record."""
     zoo = build_zoo(settings, out_dir / "zoo", device=device, quiet=quiet)
-    cells: list[dict] = []
-    with progress(quiet=quiet, unit="cell") as bar:
-        task = bar.add_task("zoo benchmark", total=len(zoo) * len(targets), rate="")
-        for target in targets:
-            for model in zoo:
-                bar.update(task, rate=f"{model.name} on {target.name}")
-                try:
-                    cells.append(run_cell(model, target, settings, out_dir / "cells", device=device, quiet=quiet))
-                except Exception as err:
-                    warn(f"{model.name} on {target.name} failed: {type(err).__name__}: {err}")
-                    cells.append({"model": model.name, "target": target.name, "error": f"{type(err).__name__}: {err}"})
-                bar.update(task, advance=1)
-                if not quiet and "error" not in cells[-1]:
-                    c = cells[-1]
-                    err_console().print(f"{model.name} on {target.name}: probe {c['probe']:.3f}, fine-tuned {c['finetune']:.3f}", highlight=False)
-    return zoo, cells
+    # The cell's key needs the built backbone's weights id: run_cell keys, finds and writes its own file.
+    grid = Grid(CELL_KIND, out_dir / "cells")
+    cells = [Cell(m.name, t.name, item=(m, t)) for t in (TARGETS[n] for n in settings.targets) for m in zoo]
+    records = grid.run(
+        cells,
+        lambda c: run_cell(*c.item, settings, grid.results_dir, device=device, quiet=quiet),
+        label="zoo benchmark",
+        quiet=quiet,
+        failed=_failed_cell,
+        done=lambda c, r: f"{c.model} on {c.dataset}: probe {r['probe']:.3f}, fine-tuned {r['finetune']:.3f}",
+        echo=True,
+    )
+    return zoo, records

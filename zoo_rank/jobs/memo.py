@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from zoo_rank import __version__
-from zoo_rank._paths import cache_root, write_text_atomic
+from zoo_rank._paths import cache_root, canonical_json, json_digest, write_text_atomic
 
 
 @cache
@@ -38,8 +38,9 @@ def remembered(
     kind: str, record: dict, compute: Callable[[], dict], cache_dir: str | os.PathLike | None = None
 ) -> dict:
     """compute() the first time `record` is seen, the stored JSON result afterwards."""
-    blob = json.dumps({**record, "zoo_rank": __version__}, sort_keys=True, separators=(",", ":"))
-    path = cache_root(cache_dir) / "memo" / kind / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.json"
+    payload = {**record, "zoo_rank": __version__}
+    blob = canonical_json(payload)  # compact separators: the bytes stored (and hashed) since the first memo
+    path = cache_root(cache_dir) / "memo" / kind / f"{json_digest(payload, 32)}.json"
     try:
         stored = json.loads(path.read_text())
         if stored.get("record") == blob:

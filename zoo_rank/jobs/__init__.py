@@ -1,0 +1,1 @@
+"""Jobs: the models x datasets grids (rank, probe, validate, zoo benchmark)."""
