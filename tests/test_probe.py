@@ -385,8 +385,6 @@ def test_strong_penalty_expansion_matches_the_exact_fit():
 def test_validation_cells_are_keyed_and_read_the_probe_of_the_same_subset(tmp_path, monkeypatch):
     """`validate --n-per-class 40` after a run at 20 correlates with the probe trained on 40 per class, not
     with whichever probe file happens to exist; a repeat with the same settings computes nothing."""
-    from zoo_rank.jobs.validate import run_validation
-
     import zoo_rank.extract as extract_mod
     import zoo_rank.jobs.probe as probe_mod
     from zoo_rank.jobs.validate import run_validation

@@ -259,8 +259,6 @@ def test_bad_tables_files(tmp_path, change, match):
 
 
 def test_run_validation_scores_models_and_correlates_with_probe_accuracy(tmp_path, monkeypatch):
-    from zoo_rank.jobs.validate import run_validation
-
     import zoo_rank.extract as extract_mod
     import zoo_rank.jobs.probe as probe_mod
     from zoo_rank import results
