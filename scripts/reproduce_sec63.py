@@ -876,7 +876,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
     report = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "versions": info,
         "out": os.path.relpath(out, ROOT) if out.is_relative_to(ROOT) else str(out),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ def write_result(path: str | Path, record: dict[str, Any]) -> Path:
     path = Path(path)
     record = {
         **record,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(),
     }
     write_text_atomic(path, json.dumps(record, indent=2, default=_jsonable))

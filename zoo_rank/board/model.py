@@ -81,7 +81,7 @@ class Leaderboard:
         for m in self.metrics:
             metric_sign(m, self.mode)  # raises on unknown names
         if not self.created:
-            self.created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            self.created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     # -- derived views --
 

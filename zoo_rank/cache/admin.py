@@ -68,7 +68,7 @@ def list_weights(cache_dir: str | os.PathLike | None = None) -> list[EntryInfo]:
     infos = []
     for path in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         name = path.name.removeprefix("pip-").rpartition("-")[0] or path.name
-        created = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat()
+        created = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.UTC).isoformat()
         meta = {"model": f"pip:{name}", "dataset": "(converted weights)", "created": created}
         infos.append(EntryInfo(key=path.name, path=path, size=_dir_size(path), meta=meta, status="ok"))
     return infos

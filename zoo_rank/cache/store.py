@@ -238,7 +238,7 @@ class Entry:
         meta = {
             **meta,
             **self._stamp(rows, labels, features),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         _write(self.path, (rows, labels, features), META_FIELD, meta)
         shutil.rmtree(self.parts, ignore_errors=True)
