@@ -21,6 +21,7 @@ from pathlib import Path
 
 def main() -> None:
     from zoo_rank.jobs import rank as rank_mod
+    from zoo_rank.options import BoardOptions, ExtractOptions, ProbeOptions, Subset
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-per-class", type=int, default=rank_mod.DEFAULT_N_PER_CLASS)
@@ -46,15 +47,15 @@ def main() -> None:
         cache = Path(tmp) / "cache"
         for label in ("cold (extracts)", "cached rerun"):
             t0 = time.perf_counter()
-            board, _ = rank_mod.rank(
-                n_per_class=args.n_per_class,
-                probe_n_per_class=args.probe_n_per_class,
-                probe_method=args.probe_method,
-                cache_dir=cache,
+            options = rank_mod.RankOptions(
+                subset=Subset(args.n_per_class),
+                probe_subset=Subset(args.probe_n_per_class),
+                probe=ProbeOptions(method=args.probe_method),
+                extract=ExtractOptions(cache_dir=cache, quiet=True),
+                board=BoardOptions(command="bench"),
                 out=Path(tmp) / "boards" / "default",
-                quiet=True,
-                command="bench",
             )
+            board, _ = rank_mod.rank(options=options)
             wall = time.perf_counter() - t0
             print(f"\n{label}: {wall:.1f} s wall for {len(board.results)} models")
             for r in board.results:
