@@ -154,8 +154,28 @@ def _synthetic_cells(rng: np.random.Generator) -> list[dict]:
             scores["vci"] = 1 - scores["h_score"] / (k - 1)
             runs = [{"seed": s, "accuracy": float(acc[m] + 0.01 * s), "lr": 0.01} for s in (0, 1, 2)] if t == "a" else [{"seed": 0, "accuracy": float(acc[m]), "lr": 0.01}]
             cells.append({"model": f"m{m}", "target": t, "control": m == 0, "scores": scores, "probe": float(acc[m]) - 0.1,
-                          "finetune": float(acc[m]), "finetune_runs": runs, "n_classes": k, "feature_dim": 64, "n_train": 100})  # fmt: skip
+                          "finetune": float(acc[m]), "finetune_runs": runs, "n_classes": k, "feature_dim": 64, "n_train": 100, "n_test": 50})  # fmt: skip
     return cells
+
+
+def test_regimes_put_plain_and_shrunk_scores_side_by_side_with_n_and_p():
+    """Issue 16 on the zoo board: where plain VCI / H-score are undefined (N <= p + 1) the row says N/A and
+    no pick, while the shrunk variants still rank; N, p and the binomial test SE are the cells' own."""
+    from zoo_rank.board.zoo import analyse, regimes
+
+    acc = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
+    cells = []
+    for m, a in enumerate(acc):
+        scores = {"vci": math.nan, "h_score": math.nan, "vci_lw": 1.0 - a, "h_score_lw": 9 * a}
+        cells.append({"model": f"m{m}", "target": "t", "control": False, "scores": scores, "probe": a, "finetune": a,
+                      "finetune_runs": [{"seed": 0, "accuracy": a, "lr": 0.01}], "n_classes": 10,
+                      "feature_dim": 1280 if m else 576, "n_train": 150, "n_test": 100})  # fmt: skip
+    row = regimes(analyse(cells), cells).row(0, named=True)
+    assert (row["N"], row["K"], row["p"], row["N <= p+1"], row["N < 5p"]) == (150, 10, "576-1280", 5, 5)
+    assert row["test SE (points)"] == pytest.approx(round(100 * math.sqrt(np.mean(acc * (1 - acc) / 100)), 1))
+    assert row["vci pick"] == "N/A" and row["h_score pick"] == "N/A" and math.isnan(row["vci tau"])
+    assert row["vci_lw pick"] == "m4" and row["h_score_lw pick"] == "m4"  # lower vci_lw = better, higher H = better
+    assert row["vci_lw tau"] == pytest.approx(1.0) and row["h_score_lw tau"] == pytest.approx(1.0)
 
 
 def test_board_analysis_and_files_from_synthetic_cells(tmp_path):
@@ -175,3 +195,4 @@ def test_board_analysis_and_files_from_synthetic_cells(tmp_path):
     paths = write_board(a, zoo, cells, {"command": "x", "tiny": True}, tmp_path / "zb")
     assert all(p.stat().st_size > 0 for p in paths.values())
     assert "weighted_tau" in paths["csv"].read_text().splitlines()[0]
+    assert "## Plain vs shrunk covariance scores per target" in paths["md"].read_text()

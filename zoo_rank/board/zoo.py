@@ -144,6 +144,45 @@ def _md_table(df: pl.DataFrame) -> str:
     return "".join(line + "\n" for line in frame_table(df, _fmt))
 
 
+# The covariance scores and their Ledoit-Wolf variants (issue 16), shown side by side on every target.
+SHRINKAGE_PAIRS = (("vci", "vci_lw"), ("h_score", "h_score_lw"))
+
+
+def _first_pick(sel: list[dict], name: str) -> str:
+    """The model a score ranks first (direction applied), or N/A when it is undefined for every model."""
+    values = [(metric_sign(name, "target") * c["scores"].get(name, math.nan), c["model"]) for c in sel]
+    values = [v for v in values if math.isfinite(v[0])]
+    return max(values)[1] if values else "N/A"
+
+
+def regimes(analysis: dict[str, Any], cells: list[dict]) -> pl.DataFrame:
+    """One row per target: N scored images, K, the widths p of the zoo, how many models sit at N <= p + 1
+    (plain VCI / H-score undefined) or below 5p, the test-set sampling error of an accuracy (binomial SE
+    sqrt(a (1 - a) / n_test), pooled over the trained models: differences inside ~2 SE are noise before any
+    seed effect), and each plain score's weighted tau (fine-tuned, no controls) and first pick beside its
+    shrunk variant's, so a reader sees where shrinkage changes the answer."""
+    table = analysis["table"].filter((pl.col("truth") == "finetune") & (pl.col("subset") == "no-controls"))
+    tau = {(r["score"], r["target"]): r["weighted_tau"] for r in table.iter_rows(named=True)}
+    rows = []
+    for target in analysis["targets"]:
+        sel = [c for c in cells if c["target"] == target and "error" not in c and not c["control"]]
+        if not sel:
+            continue
+        widths = sorted({c["feature_dim"] for c in sel})
+        var = [c["finetune"] * (1 - c["finetune"]) / c["n_test"] for c in sel]
+        row = {"target": target, "N": sel[0]["n_train"], "K": sel[0]["n_classes"],
+               "p": f"{widths[0]}-{widths[-1]}" if len(widths) > 1 else str(widths[0]),
+               "N <= p+1": sum(c["n_train"] <= c["feature_dim"] + 1 for c in sel),
+               "N < 5p": sum(c["n_train"] < 5 * c["feature_dim"] for c in sel), "models": len(sel),
+               "test SE (points)": round(100 * math.sqrt(float(np.mean(var))), 1)}  # fmt: skip
+        for plain, shrunk in SHRINKAGE_PAIRS:
+            for name in (plain, shrunk):
+                row[f"{name} tau"] = tau.get((name, target), math.nan)
+                row[f"{name} pick"] = _first_pick(sel, name)
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
 def write_board(analysis: dict, zoo: list, cells: list[dict], run: dict[str, Any], stem: Path) -> dict[str, Path]:
     """leaderboards/zoo-benchmark.{md,csv,json,png}."""
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -169,11 +208,17 @@ def write_board(analysis: dict, zoo: list, cells: list[dict], run: dict[str, Any
         lines += ["## Weighted tau per target (fine-tuned, no controls; p = permutation p-value)", "",
                   _md_table(wt.select("score", "target", "n_models", "weighted_tau", "spearman", "regret", "p_value", "exact")
                             .pivot(on="target", index="score", values="weighted_tau"))]  # fmt: skip
+    reg = regimes(analysis, ok)
+    if reg.height:
+        lines += ["## Plain vs shrunk covariance scores per target (N scored images, p feature width; no controls)", "",
+                  "Plain VCI / H-score are undefined at N <= p + 1 (N/A, no rank) and biased below 5p; the `_lw` "
+                  "columns use Ledoit-Wolf shrinkage. tau: weighted Kendall tau against fine-tuned accuracy; pick: "
+                  "the model the score ranks first.", "", _md_table(reg)]  # fmt: skip
     lines += ["## Reproduce", "", f"```\n{run['command']}\n```", "",
               *[f"- {k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in run.items() if k != "command"]]  # fmt: skip
     write_text_atomic(paths["md"], "\n".join(lines) + "\n")
     record = {"run": run, "zoo": [m.__dict__ for m in zoo], "cells": cells, "spread": analysis["spread"],
-              "n_below_p": analysis["n_below_p"],
+              "n_below_p": analysis["n_below_p"], "regimes": reg.to_dicts(),
               "tie_band": analysis["tie_band"], "vci_vs_h_score": analysis["vci_vs_h_score"],
               "verdict": verdict(analysis), "mean": analysis["mean"].to_dicts(), "per_target": analysis["table"].to_dicts()}  # fmt: skip
     write_text_atomic(paths["json"], json.dumps(record, indent=1, default=str))
