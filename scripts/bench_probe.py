@@ -135,6 +135,7 @@ def main() -> None:
     from sklearn.model_selection import train_test_split
 
     import zoo_rank
+    from zoo_rank.options import ProbeOptions
     from zoo_rank.probe import DEFAULT_L2_GRID, linear_probe
 
     threads = {
@@ -159,8 +160,10 @@ def main() -> None:
     grid = DEFAULT_L2_GRID
     print("best of 5:", blas_check(np.ascontiguousarray(X[fit_i]), int(y.max()) + 1))
 
+    options = ProbeOptions(device=args.device)  # the default protocol: the paper's 97 values
+
     def ours():
-        return linear_probe(X[fit_i], y[fit_i], Xt, yt, X[val_i], y[val_i], l2_grid=grid, device=args.device)
+        return linear_probe(X[fit_i], y[fit_i], Xt, yt, X[val_i], y[val_i], options=options)
 
     def theirs():
         return sklearn_sweep(X, y, Xt, yt, fit_i, val_i, grid, args.sk_max_iter)

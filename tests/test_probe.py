@@ -10,15 +10,16 @@ import torch
 
 from zoo_rank import results
 from zoo_rank._validation import ZooRankError
+from zoo_rank.jobs.probe import DatasetPlan
+from zoo_rank.options import ProbeOptions
 from zoo_rank.probe import (
-    DatasetPlan,
+    LogisticPath,
     RidgePath,
     accuracies,
     linear_probe,
     ridge_probe,
     sklearn_C,
 )
-from zoo_rank.probe_solvers import LogisticPath
 
 
 def blobs(n, p, K, spread, seed, *, correlated=False, n_test=1500):
@@ -69,7 +70,9 @@ def test_agrees_with_sklearn_logistic_regression_at_fixed_c():
     X, y, Xt, yt = blobs(500, 12, 4, spread=0.4, seed=3, correlated=True)
     l2 = 3e-3
     # One-value grid: the probe fits train (400 rows), then refits train + val (all 500) at that l2.
-    res = linear_probe(X[:400], y[:400], Xt, yt, X[400:], y[400:], l2_grid=[l2], tol=1e-8)
+    res = linear_probe(
+        X[:400], y[:400], Xt, yt, X[400:], y[400:], options=ProbeOptions(l2_grid=(l2,), tol=1e-8)
+    )
     scaler = StandardScaler().fit(X)
     clf = LogisticRegression(C=sklearn_C(l2, len(X)), tol=1e-10, max_iter=10_000).fit(scaler.transform(X), y)
     sk_acc = clf.score(scaler.transform(Xt), yt)
@@ -82,7 +85,7 @@ def test_agrees_with_sklearn_logistic_regression_at_fixed_c():
 def test_early_stopping_keeps_the_selection():
     data = blobs(300, 150, 3, spread=0.1, seed=0)  # validation accuracy peaks at the strong end
     early = linear_probe(*data)
-    full = linear_probe(*data, early_stop=False)
+    full = linear_probe(*data, options=ProbeOptions(early_stop=False))
     assert len(full.l2_path) == 97
     assert len(early.l2_path) < 97 and early.early_stopped
     np.testing.assert_array_equal(early.val_acc_path, full.val_acc_path[: len(early.val_acc_path)])
@@ -91,11 +94,11 @@ def test_early_stopping_keeps_the_selection():
 
 def test_path_runs_strong_to_weak_and_ties_pick_the_stronger():
     X, y, Xt, yt = blobs(300, 8, 3, spread=4.0, seed=5)
-    full = linear_probe(X, y, Xt, yt, l2_grid=[1e-3, 1e3, 1.0], early_stop=False)
+    full = linear_probe(X, y, Xt, yt, options=ProbeOptions(l2_grid=(1e-3, 1e3, 1.0), early_stop=False))
     assert list(full.l2_path) == [1e3, 1.0, 1e-3]
     assert list(full.val_acc_path) == [1.0, 1.0, 1.0]  # separable: W -> 0 keeps the mean direction
     assert full.l2 == 1e3
-    early = linear_probe(X, y, Xt, yt, l2_grid=[1e-3, 1e3, 1.0])
+    early = linear_probe(X, y, Xt, yt, options=ProbeOptions(l2_grid=(1e-3, 1e3, 1.0)))
     assert list(early.l2_path) == [1e3] and early.early_stopped  # a perfect score cannot be beaten
     assert early.top1 == full.top1
 
@@ -137,7 +140,7 @@ def test_ridge_probe_selects_the_argmax_of_brute_force_validation():
 
     X, y, Xt, yt = blobs(240, 40, 3, spread=0.3, seed=8, correlated=True)
     grid = np.logspace(-4, 3, 15)
-    res = ridge_probe(X[:160], y[:160], Xt, yt, X[160:], y[160:], l2_grid=grid)
+    res = ridge_probe(X[:160], y[:160], Xt, yt, X[160:], y[160:], options=ProbeOptions(l2_grid=tuple(grid)))
     sc = StandardScaler().fit(X[:160])
     accs = [
         np.mean(Ridge(alpha=l2 * 160).fit(sc.transform(X[:160]), np.eye(3)[y[:160]]).predict(sc.transform(X[160:])).argmax(1) == y[160:])
@@ -204,8 +207,9 @@ def test_bad_inputs_raise_one_line_errors(kwargs, match):
     }
     args["test_y"] = np.arange(50) % 3
     args.update(kwargs)
+    settings = {k: args.pop(k) for k in ("l2_grid", "val_fraction") if k in args}
     with pytest.raises(ZooRankError, match=match):
-        linear_probe(**args)
+        linear_probe(**args, options=ProbeOptions(**settings))
 
 
 # ---- the model x dataset grid ----------------------------------------------------------------
@@ -217,7 +221,7 @@ class _Features:
 
 
 def test_run_probes_writes_one_file_per_cell_merges_and_resumes(tmp_path, monkeypatch):
-    import zoo_rank.probe as probe_mod
+    import zoo_rank.jobs.probe as probe_mod
 
     calls = []
 
@@ -269,7 +273,7 @@ def test_run_probes_writes_one_file_per_cell_merges_and_resumes(tmp_path, monkey
 def test_probe_results_are_keyed_on_every_setting_that_changes_the_number(tmp_path, monkeypatch):
     """A second probe with another --n-per-class (or seed, grid, method) recomputes instead of returning
     the first one's result; both stay on disk; --skip-existing skips only a true match."""
-    import zoo_rank.probe as probe_mod
+    import zoo_rank.jobs.probe as probe_mod
 
     calls = []
 
@@ -323,7 +327,7 @@ def test_probe_results_are_keyed_on_every_setting_that_changes_the_number(tmp_pa
 
 
 def test_offline_hub_datasets_fail_before_any_model_loads(tmp_path, monkeypatch):
-    import zoo_rank.probe as probe_mod
+    import zoo_rank.jobs.probe as probe_mod
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -337,7 +341,7 @@ def test_offline_hub_datasets_fail_before_any_model_loads(tmp_path, monkeypatch)
 
 
 def test_dataset_names_resolve_to_the_registry():
-    from zoo_rank.probe import resolve_datasets
+    from zoo_rank.jobs.probe import resolve_datasets
 
     with pytest.raises(ZooRankError, match="unknown dataset 'no-such-set'; known: ten"):
         resolve_datasets(["no-such-set"])
@@ -382,7 +386,7 @@ def test_validation_cells_are_keyed_and_read_the_probe_of_the_same_subset(tmp_pa
     """`validate --n-per-class 40` after a run at 20 correlates with the probe trained on 40 per class, not
     with whichever probe file happens to exist; a repeat with the same settings computes nothing."""
     import zoo_rank.extract as extract_mod
-    import zoo_rank.probe as probe_mod
+    import zoo_rank.jobs.probe as probe_mod
     from zoo_rank.validate import run_validation
 
     spreads = {"m0": 0.05, "m1": 0.3, "m2": 1.0}
