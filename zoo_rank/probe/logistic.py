@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score
 
 from zoo_rank._device import pick_device
 from zoo_rank._validation import ZooRankError
@@ -79,7 +78,8 @@ def _select(
             path.fit(float(l2))
             # No pass over X means W did not move (the corrected gradient was already below tol).
             moved, fitted = path.n_evals > evals or not fitted, True
-        acc = accuracy_score(split.val_y, path.predict(val_std)) if moved or not val_accs else val_accs[-1]
+        # accuracy_score's number, without its input checks (3 ms a call, 5% of a 97-value path)
+        acc = float(np.mean(path.predict(val_std) == split.val_y)) if moved or not val_accs else val_accs[-1]
         val_accs.append(float(acc))
         if acc > best_acc:
             best_acc, best_i, stale = acc, i, 0
