@@ -21,10 +21,15 @@ features of MODEL from ../shared/data (K = 10, extracted on a miss: slow on CPU)
 
     .venv/bin/python scripts/bench_probe.py [--n 10000 --p 2048 --k 37 --repeats 2 --device cpu]
 
-Last measured (2026-11-27, the 2-core AMD EPYC shared with ~8 other jobs, load average 10-15, both sides
-with OMP/OPENBLAS/MKL_NUM_THREADS=1 because two threads each on an oversubscribed machine mostly spin):
-zoo_rank 19.7 s wall / 10.4 s CPU, scikit-learn's sweep 78.3 s / 42.4 s: 4.0x wall, 4.1x CPU, selected
-test top1 0.8850 vs 0.8878 (0.28 points). The issue's 10x target is NOT met.
+Last measured (2026-11-27, the 2-core AMD EPYC, LOADED by a long benchmark at normal priority while this ran
+under `nice -n 15`, load average ~9-13; OMP/OPENBLAS/MKL_NUM_THREADS=1 on both sides; `--repeats 1`):
+zoo_rank 41.5 s wall / 10.3 s CPU (92 of 97 values, 175 L-BFGS iterations), scikit-learn's warm-started
+sweep 256.9 s wall / 41.8 s CPU: 6.2x wall, 4.1x CPU; selected test top1 0.8850 (l2 1.3e-4) vs 0.8878
+(l2 4.2e-4): 0.28 points. The issue's 10x target is NOT met by this solver (a preconditioned one reached
+9.1x CPU but moves tolerance-level numbers on the committed boards).
+At this `tol` (1e-4, scikit-learn's default) the selected value sits on a flat validation plateau: refits at
+l2 in [1.3e-4, 4.2e-4] stopped at tol 1e-4 score 0.871-0.877 test top1 from a cold start, 0.889-0.890 at
+tol 1e-6, so either side's selected accuracy moves by about a point with any change of optimiser path.
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ def timed(fn):
     return out, time.perf_counter() - t, time.process_time() - c, (load + os.getloadavg()[0]) / 2
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000, help="training rows (fit + validation)")
     ap.add_argument("--n-test", type=int, default=5_000)
@@ -128,15 +133,15 @@ def main() -> None:
     ap.add_argument("--sk-max-iter", type=int, default=1000)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    return ap.parse_args()
 
+
+def print_setup() -> None:
     import scipy
     import sklearn
     import torch
-    from sklearn.model_selection import train_test_split
 
     import zoo_rank
-    from zoo_rank.probe import DEFAULT_L2_GRID, linear_probe
 
     threads = {
         k: os.environ[k]
@@ -149,44 +154,35 @@ def main() -> None:
         f"scipy {scipy.__version__}, numpy {np.__version__}; torch threads {torch.get_num_threads()}; "
         f"cores {os.cpu_count()}; cuda {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}"
     )
-    if args.features == "synthetic":
-        X, y, Xt, yt = synthetic(args.n, args.n_test, args.p, args.k, args.seed)
-        what = f"synthetic real-structured features (NOT real images), K={args.k}"
-    else:
-        X, y, Xt, yt = cifar10(args.features, args.n, args.seed)
-        what = f"CIFAR-10 features of {args.features} from ../shared/data"
-    fit_i, val_i = train_test_split(np.arange(len(y)), test_size=0.2, random_state=args.seed, stratify=y)
-    print(f"data: {what}; fit {len(fit_i)} / val {len(val_i)} / test {len(yt)} rows, p={X.shape[1]}")
-    grid = DEFAULT_L2_GRID
-    print("best of 5:", blas_check(np.ascontiguousarray(X[fit_i]), int(y.max()) + 1))
 
-    def ours():
-        return linear_probe(X[fit_i], y[fit_i], Xt, yt, X[val_i], y[val_i], l2_grid=grid, device=args.device)
 
-    def theirs():
-        return sklearn_sweep(X, y, Xt, yt, fit_i, val_i, grid, args.sk_max_iter)
-
-    runs = {"zoo_rank": [], "sklearn": []}
-    for rep in range(args.repeats):
-        order = ("zoo_rank", "sklearn") if rep % 2 == 0 else ("sklearn", "zoo_rank")
+def interleave(contenders: dict, repeats: int) -> dict[str, list]:
+    """Run each contender `repeats` times, alternating which goes first; (wall, CPU, load, output) per run."""
+    runs: dict[str, list] = {name: [] for name in contenders}
+    for rep in range(repeats):
+        order = list(contenders) if rep % 2 == 0 else list(contenders)[::-1]
         for name in order:
-            out, wall, cpu, load = timed(ours if name == "zoo_rank" else theirs)
+            out, wall, cpu, load = timed(contenders[name])
             runs[name].append((wall, cpu, load, out))
             print(
                 f"  run {rep + 1} {name:8s}: {wall:7.1f} s wall, {cpu:7.1f} s CPU, load average {load:.1f}",
                 flush=True,
             )
+    return runs
 
-    best_ours = min(runs["zoo_rank"], key=lambda r: r[0])
-    best_sk = min(runs["sklearn"], key=lambda r: r[0])
-    res, sk = best_ours[3], best_sk[3]
+
+def report(runs: dict[str, list], repeats: int) -> None:
+    ours, theirs = runs["zoo_rank"], runs["sklearn"]
+    wall = (min(r[0] for r in ours), min(r[0] for r in theirs))
+    cpu = (min(r[1] for r in ours), min(r[1] for r in theirs))
+    res, sk = ours[0][3], theirs[0][3]  # single-threaded and seeded: every run selects the same
     print(
-        f"zoo_rank: best {best_ours[0]:.1f} s wall / {best_ours[1]:.1f} s CPU; {len(res.l2_path)} of 97 values "
+        f"zoo_rank: best {wall[0]:.1f} s wall / {cpu[0]:.1f} s CPU; {len(res.l2_path)} of 97 values "
         f"(early_stopped={res.early_stopped}), {res.n_iter} L-BFGS iterations, {res.device}/{res.dtype}; "
         f"chosen l2={res.l2:.3g}, val acc {res.val_acc:.4f}, test top1 {res.top1:.4f}"
     )
     print(
-        f"sklearn:  best {best_sk[0]:.1f} s wall / {best_sk[1]:.1f} s CPU; 97 of 97 values; chosen l2={sk['l2']:.3g}, "
+        f"sklearn:  best {wall[1]:.1f} s wall / {cpu[1]:.1f} s CPU; 97 of 97 values; chosen l2={sk['l2']:.3g}, "
         f"val acc {sk['val_acc']:.4f}, test top1 {sk['top1']:.4f}"
     )
     shared = len(res.val_acc_path)
@@ -196,14 +192,43 @@ def main() -> None:
         f"val acc zoo_rank - sklearn over the {shared} values both ran: max |gap| {gaps[worst]:.4f} at "
         f"l2={res.l2_path[worst]:.3g}, median |gap| {np.median(gaps):.4f}"
     )
-    speedup, speedup_cpu = best_sk[0] / best_ours[0], best_sk[1] / best_ours[1]
+    pairs = ", ".join(f"{t[1] / o[1]:.1f}x" for o, t in zip(ours, theirs, strict=True))
+    speedup, speedup_cpu = wall[1] / wall[0], cpu[1] / cpu[0]
     gap_pts = 100 * abs(res.top1 - sk["top1"])
     print(
-        f"RESULT: speedup {speedup:.1f}x wall (best of {args.repeats}), {speedup_cpu:.1f}x CPU (target >= 10x: "
-        f"{'PASS' if speedup >= 10 else 'FAIL'}); selected test top1 {res.top1:.4f} vs {sk['top1']:.4f}: gap "
-        f"{gap_pts:.2f} points (target <= 0.5: {'PASS' if gap_pts <= 0.5 else 'FAIL'}); "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"RESULT: speedup {speedup:.1f}x wall, {speedup_cpu:.1f}x CPU (best of {repeats} each; CPU ratio per "
+        f"interleaved pair: {pairs}; target >= 10x: {'PASS' if min(speedup, speedup_cpu) >= 10 else 'FAIL'}); "
+        f"selected test top1 {res.top1:.4f} vs {sk['top1']:.4f}: gap {gap_pts:.2f} points (target <= 0.5: "
+        f"{'PASS' if gap_pts <= 0.5 else 'FAIL'}); load average {os.getloadavg()[0]:.1f}"
     )
+
+
+def main() -> None:
+    args = parse_args()
+    from sklearn.model_selection import train_test_split
+
+    from zoo_rank.options import ProbeOptions
+    from zoo_rank.probe import DEFAULT_L2_GRID, linear_probe
+
+    print_setup()
+    if args.features == "synthetic":
+        X, y, Xt, yt = synthetic(args.n, args.n_test, args.p, args.k, args.seed)
+        what = f"synthetic real-structured features (NOT real images), K={args.k}"
+    else:
+        X, y, Xt, yt = cifar10(args.features, args.n, args.seed)
+        what = f"CIFAR-10 features of {args.features} from ../shared/data"
+    fit_i, val_i = train_test_split(np.arange(len(y)), test_size=0.2, random_state=args.seed, stratify=y)
+    print(f"data: {what}; fit {len(fit_i)} / val {len(val_i)} / test {len(yt)} rows, p={X.shape[1]}")
+    print("best of 5:", blas_check(np.ascontiguousarray(X[fit_i]), int(y.max()) + 1))
+    options = ProbeOptions(device=args.device)  # the default protocol: the paper's 97 values
+    runs = interleave(
+        {
+            "zoo_rank": lambda: linear_probe(X[fit_i], y[fit_i], Xt, yt, X[val_i], y[val_i], options=options),
+            "sklearn": lambda: sklearn_sweep(X, y, Xt, yt, fit_i, val_i, DEFAULT_L2_GRID, args.sk_max_iter),
+        },
+        args.repeats,
+    )
+    report(runs, args.repeats)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from zoo_rank.data import load_images, shared_data_dir
 from zoo_rank.extract import extract_features
 from zoo_rank.metrics import compute_metrics
 from zoo_rank.models import create_backbone
-from zoo_rank.options import ExtractOptions, Subset
+from zoo_rank.options import ExtractOptions, ProbeOptions, Subset
 from zoo_rank.probe import linear_probe
 from zoo_rank.stats import load_paper_tables, logit, mlog, paper_report
 from zoo_rank.train import get_recipe, read_record, train
@@ -294,7 +294,8 @@ def evaluate(run_dir: Path, scale: Scale, seed: int, cache_dir: Path, quiet: boo
         n_classes = len(np.unique(fit.labels))
         val_fraction = max(0.2, n_classes / len(fit.labels))
         probe = linear_probe(
-            fit.features, fit.labels, test.features, test.labels, l2_grid=grid, val_fraction=val_fraction
+            fit.features, fit.labels, test.features, test.labels,
+            options=ProbeOptions(l2_grid=tuple(grid), val_fraction=val_fraction),
         )
         probes[d.name] = {
             "accuracy": probe.top1 if d.metric == "top1" else probe.mean_per_class,

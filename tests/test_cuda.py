@@ -81,6 +81,7 @@ def test_class_stats_on_cuda_equal_cpu(dtype, rel, tol):
 
 
 def test_probe_on_cuda_matches_cpu():
+    from zoo_rank.options import ProbeOptions
     from zoo_rank.probe import linear_probe
 
     rng = np.random.default_rng(1)
@@ -88,8 +89,8 @@ def test_probe_on_cuda_matches_cpu():
     y = rng.integers(0, 5, 900)
     x = centres[y] + 1.5 * rng.normal(size=(900, 32))
     args = (x[:600], y[:600], x[600:], y[600:])
-    cpu = linear_probe(*args, device="cpu", dtype="float64")
-    gpu = linear_probe(*args, device="cuda", dtype="float64")
+    cpu = linear_probe(*args, options=ProbeOptions(device="cpu", dtype="float64"))
+    gpu = linear_probe(*args, options=ProbeOptions(device="cuda", dtype="float64"))
     assert gpu.l2 == cpu.l2
     assert gpu.top1 == pytest.approx(cpu.top1, abs=1 / 300)
     np.testing.assert_allclose(gpu.val_acc_path, cpu.val_acc_path[: len(gpu.val_acc_path)], atol=1 / 120)

@@ -16,6 +16,7 @@ import torch
 from zoo_rank._validation import ZooRankError
 from zoo_rank.finetune import SCALE_FLOOR, FinetuneOptions, cell_key, probe_head, stratified_split
 from zoo_rank.models import create_backbone
+from zoo_rank.options import ProbeOptions
 from zoo_rank.probe import linear_probe
 from zoo_rank.stats import rank_agreement, same_order, seed_spread, tie_band
 
@@ -60,7 +61,9 @@ def test_probe_head_reproduces_the_probe_on_raw_features():
         feats = backbone.features(x).double().numpy()
     l2 = probe_head(backbone, fit, torch.device("cpu"), False, 5, options)
     # fitted on the 36 fit rows alone (its L2 on its own split of them): rows 36.. never reach the head
-    ref = linear_probe(feats[:36], y[:36].numpy(), feats[:36], y[:36].numpy(), l2_grid=np.logspace(-6, 6, 25), seed=0, device="cpu")
+    grid = tuple(np.logspace(-6, 6, 25))
+    ref = linear_probe(feats[:36], y[:36].numpy(), feats[:36], y[:36].numpy(),
+                       options=ProbeOptions(l2_grid=grid, seed=0, device="cpu"))  # fmt: skip
     assert l2 == ref.l2
     scale = np.maximum(ref.feature_scale, SCALE_FLOOR * np.median(ref.feature_scale))  # damped near-constant dims
     expected = ((feats - ref.feature_mean) / scale) @ ref.coef + ref.intercept  # (48, 4)

@@ -496,3 +496,19 @@ def test_a_converged_fit_moves_to_a_close_penalty_without_a_pass_over_the_data()
     delta = 0.5 * (1e-3 - float(grad_w.abs().max())) / float(W.abs().max())
     assert path.fit(0.1 - delta) == 0 and path.n_evals == evals and torch.equal(path.W, W)
     assert path.fit(1e-3) > 0 and path.n_evals > evals  # a real move needs passes over X
+
+
+def test_few_images_per_class_validate_one_image_of_every_class():
+    """Flowers-102 has 4 training images per class: a 20% stratified split (82 of 408) cannot hold all 102
+    classes and sklearn refuses it; the probe then validates on exactly one image of every class."""
+    rng = np.random.default_rng(0)
+    k, per = 30, 4
+    y = np.repeat(np.arange(k), per)
+    centres = rng.normal(size=(k, 16)) * 3
+    x = centres[y] + rng.normal(size=(len(y), 16))
+    res = linear_probe(x, y, x, y, options=ProbeOptions(l2_grid=(1e-2, 1.0)))
+    assert res.n_val == k and res.n_train == k * per - k
+    # Enough rows per class for the fraction: the 20% split is unchanged (24 of 120 -> 10 classes x 12 rows).
+    y2 = np.repeat(np.arange(10), 12)
+    x2 = rng.normal(size=(120, 8)) + y2[:, None]
+    assert linear_probe(x2, y2, x2, y2, options=ProbeOptions(l2_grid=(1.0,))).n_val == 24

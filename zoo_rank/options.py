@@ -12,6 +12,7 @@ extraction): a field left at None here means "the room's default", never a numbe
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -112,8 +113,12 @@ class ProbeOptions(_Options):
             raise ZooRankError(
                 f"val_fraction={self.val_fraction}; expected a fraction in (0, 1), e.g. 0.2 of the train rows."
             )
-        if self.l2_grid is not None and (len(self.l2_grid) == 0 or min(self.l2_grid) <= 0):
-            raise ZooRankError(f"l2_grid={self.l2_grid}: expected positive L2 strengths, e.g. (1e-3, 1e-2).")
+        if self.l2_grid is not None and not (
+            len(self.l2_grid) and all(0 < v < math.inf for v in self.l2_grid)
+        ):
+            raise ZooRankError(
+                f"l2_grid={self.l2_grid}: expected positive finite L2 strengths, e.g. (1e-3, 1e-2)."
+            )
         if self.patience < 1 or self.max_iter < 1 or self.tol <= 0:
             raise ZooRankError(
                 f"patience={self.patience}, max_iter={self.max_iter}, tol={self.tol}: expected positive values."

@@ -11,6 +11,7 @@ from torch import nn
 from zoo_rank._validation import ZooRankError
 from zoo_rank.finetune.options import FinetuneOptions
 from zoo_rank.models import Backbone
+from zoo_rank.options import ProbeOptions
 from zoo_rank.probe import linear_probe
 
 #: A feature's spread is floored at this fraction of the median spread before it divides the probe's weights.
@@ -33,7 +34,7 @@ def probe_head(backbone: Backbone, fit_set: Any, device: torch.device, bf16: boo
     # The probe picks its L2 on its own split of the fit rows and refits on all of them: the validation
     # rows that later pick the learning rate and epoch stay unseen (given to linear_probe as its
     # validation set, they would be refit on, and score ~0.97 where the test split gets ~0.45).
-    res = linear_probe(fit_x, fit_y, fit_x, fit_y, l2_grid=HEAD_L2_GRID, seed=options.seed, device="cpu")
+    res = linear_probe(fit_x, fit_y, fit_x, fit_y, options=ProbeOptions(l2_grid=HEAD_L2_GRID, seed=options.seed, device="cpu"))
     # A feature that barely varies gets weight C/s with a tiny s: its huge weights sent huge gradients into
     # the backbone and the first steps blew it up (validation loss ~2e3). Spreads below a tenth of the median
     # are floored there, which damps only those features' votes.
