@@ -56,7 +56,7 @@ def rank_cmd(
         "Check: 'same' (test split of --data; target-mode default), 'none', or comma-separated dataset specs (train -> test)."
     ) = None,
     n_per_class: opt.n_per_class(
-        "Class-balanced images per class to score (default run: 100; else all)."
+        "Class-balanced images per class to score (default run: 640; else all)."
     ) = None,
     probe_n_per_class: opt.option(
         Optional[int],
