@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # model.py imports this module: the type only
 
 
 def correlations(board: Leaderboard, *, include_controls: bool = True) -> dict[str, Any]:
-    """Per metric: validate.rank_correlations of the oriented score (sign * value) with the target.
+    """Per metric: stats.rank_correlations of the oriented score (sign * value) with the target.
 
     Returns {"target", "n_models", "include_controls", "metrics": {name: {statistic: value} | {"absent": reason}}},
     or {"absent": reason} when the board has no target. Orientation makes +1 mean "the arrow's direction
@@ -59,7 +59,7 @@ def correlations(board: Leaderboard, *, include_controls: bool = True) -> dict[s
 
 
 def _correlate(scores: Sequence[float], targets: Sequence[float], sign: int, n_boot: int) -> dict[str, Any]:
-    """validate.rank_correlations of sign * scores with targets, as a JSON-ready dict (with bootstrap CIs)."""
+    """stats.rank_correlations of sign * scores with targets, as a JSON-ready dict (with bootstrap CIs)."""
     return rank_correlations(list(scores), list(targets), sign=sign, n_boot=n_boot, seed=0).to_dict()
 
 

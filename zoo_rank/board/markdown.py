@@ -214,7 +214,7 @@ def correlation_line(board: Leaderboard, corr: dict[str, Any] | None = None) -> 
 
 
 def correlation_table(board: Leaderboard, corr: dict[str, Any]) -> list[str]:
-    """Markdown table: per metric, every statistic of validate.rank_correlations (or why it is absent).
+    """Markdown table: per metric, every statistic of stats.rank_correlations (or why it is absent).
 
     Small boards (exact permutation p-values) show "ρ (p = ...)" for the tested statistics; larger ones
     the 95% bootstrap interval beside Spearman's ρ.
@@ -263,7 +263,7 @@ def _statistic_cell(stats: dict[str, Any], key: str) -> str:
 def statistics_text(board: Leaderboard, n_models: int) -> str:
     """The paragraph under the correlation tables: what the numbers are and how sure they can be."""
     head = (
-        "Rank correlation of each score with the check, by validate.rank_correlations on the oriented score "
+        "Rank correlation of each score with the check, by stats.rank_correlations on the oriented score "
         "(sign × value, so +1 means the arrow orders the models exactly as the check does); top-1 regret is the "
         "check of the best model minus that of the model the score ranks first. "
     )

@@ -38,7 +38,7 @@ _TITLES = {
     "knn_accuracy": "kNN acc.",
 }
 
-#: Keys of the statistics returned by validate.rank_correlations, in display order with short titles.
+#: Keys of the statistics returned by stats.rank_correlations, in display order with short titles.
 CORRELATION_KEYS = (
     ("spearman", "ρ"),
     ("kendall", "τ"),

@@ -35,7 +35,7 @@ def cell_path(results_dir: str | Path, model: str, dataset: str, key: dict[str, 
 
 
 def as_check(record: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """A fine-tuning result in the shape of a board's probe check (``leaderboard.RunResult.probes``)."""
+    """A fine-tuning result in the shape of a board's probe check (``board.RunResult.probes``)."""
     return {
         "dataset": f"{dataset} (fine-tuned)",
         "method": "finetune",

@@ -1,6 +1,6 @@
 """`zoo-rank rank`: extract (cached) -> score -> probe (the check) -> leaderboard, one model at a time.
 
-Every model becomes one `leaderboard.RunResult`. When all have run, `publish.publish` merges them into the
+Every model becomes one `board.RunResult`. When all have run, `publish.publish` merges them into the
 board under its lock: NAME.runs/ gets one result file per model (from which `zoo-rank leaderboard merge`
 rebuilds the board or combines other machines' runs), rows of models this run did not run stay, and
 `replace=True` starts the board over. A model that fails (unknown name, out of memory, bad weights) becomes

@@ -1,4 +1,4 @@
-"""One model of a `zoo-rank rank` run: features -> scores -> checks -> its row (`leaderboard.RunResult`).
+"""One model of a `zoo-rank rank` run: features -> scores -> checks -> its row (`board.RunResult`).
 
 Scores and probe results are remembered across runs (jobs.memo): a warm rerun, with every feature
 cached, reads them instead of computing them again.

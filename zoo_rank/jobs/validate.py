@@ -4,7 +4,7 @@ Each cell scores one model's training features of one dataset (target mode) and 
 accuracy of the probe trained on that very subset (`zoo-rank probe`, same n_per_class and seed); its
 result file is keyed on the probe run's settings, the metric names and the target probe's own key
 (jobs.grid runs the cells). The merge correlates `METRICS[m].target_sign * score` with the probe metric over
-the models, per dataset and metric (zoo_rank.validate.rank_correlations).
+the models, per dataset and metric (zoo_rank.stats.rank_correlations).
 """
 
 from __future__ import annotations
