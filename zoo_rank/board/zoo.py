@@ -76,7 +76,29 @@ def analyse(cells: list[dict], *, seed: int = 0) -> dict[str, Any]:
     degenerate = {t: sorted(c["model"] for c in ok if c["target"] == t and c["n_train"] <= c["feature_dim"] + 1)
                   for t in targets}  # fmt: skip
     return {"targets": targets, "scores": scores, "table": table, "mean": mean, "spread": spread,
-            "tie_band": band, "vci_vs_h_score": coincide, "n_below_p": degenerate}  # fmt: skip
+            "tie_band": band, "tied_with_best": _tied_with_best(ok, targets, band), "vci_vs_h_score": coincide, "n_below_p": degenerate}  # fmt: skip
+
+
+def _score_lines(ft: pl.DataFrame, best: str, pick: Any, n_targets: int) -> list[str]:
+    """The paper's score and the shrunk variants target mode uses below N = 5p, each against fine-tuned
+    accuracy (no controls), with how many targets it could rank at all."""
+    lines = []
+    for name, what in (("vci", "VCI (plain; target mode, lower = better)"),
+                       ("vci_lw", "VCI with Ledoit-Wolf shrinkage (vci_lw)"), ("h_score_lw", "H-score, Ledoit-Wolf")):  # fmt: skip
+        row = ft.filter(pl.col("score") == name)
+        if row.height and name != best:
+            r = row.row(0, named=True)
+            lines.append(f"{what}: defined on {r['targets']} of {n_targets} targets; {pick(r)}")
+    return lines
+
+
+def _tied_with_best(ok: list[dict], targets: list[str], band: float) -> dict[str, tuple[int, int]]:
+    """Per target: (trained models whose fine-tuned accuracy is within `band` of the best, trained models)."""
+    out = {}
+    for t in targets:
+        acc = [c["finetune"] for c in ok if c["target"] == t and not c["control"]]
+        out[t] = (sum(a >= max(acc) - band for a in acc), len(acc)) if acc else (0, 0)
+    return out
 
 
 def verdict(analysis: dict[str, Any]) -> list[str]:
@@ -98,9 +120,7 @@ def verdict(analysis: dict[str, Any]) -> list[str]:
         also = f" (tied with {', '.join(tied)})" if tied else ""
         lines.append(f"Against fine-tuned accuracy, without the random controls, **{best['score']}**{also} ranks the "
                      f"zoo best: {pick(best)}")  # fmt: skip
-        vci = ft.filter(pl.col("score") == "vci")
-        if vci.height and best["score"] != "vci":
-            lines.append(f"VCI (target mode, lower = better): {pick(vci.row(0, named=True))}")
+        lines += _score_lines(ft, best["score"], pick, len(analysis["targets"]))
     if ft_all.height and ft.height:
         b = ft_all.row(0, named=True)
         lines.append(f"With the random controls in the zoo the best mean weighted tau is {b['mean_weighted_tau']:+.2f} "
@@ -108,10 +128,12 @@ def verdict(analysis: dict[str, Any]) -> list[str]:
                      "from random networks is the easy part; the no-controls numbers are the ones to trust.")  # fmt: skip
     sp = analysis["spread"]
     if sp.get("cells"):
+        ties = analysis.get("tied_with_best", {})
+        per = ", ".join(f"{t} {n}/{m}" for t, (n, m) in ties.items())
         lines.append(
             f"Seed spread of fine-tuning: pooled SD {100 * sp['sd']:.1f} points over {sp['cells']} repeated cells "
             f"(largest range {100 * sp['max_range']:.1f}); accuracy differences below {100 * analysis['tie_band']:.1f} "
-            "points (2 SD) are ties."
+            f"points (2 SD) are ties. Trained models (no controls) tied with the best fine-tuned one: {per}."
         )
     below = {t: m for t, m in analysis.get("n_below_p", {}).items() if m}
     if below:
