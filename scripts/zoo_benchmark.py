@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_time_s (this call, all threads)": round(cpu, 1),
         "cpu_time_s of the cells (sum over their result files, cached or not)": round(sum(
             c.get("cpu_seconds", 0) + sum(r.get("cpu_seconds") or 0 for r in c.get("finetune_runs", [])) for c in cells), 1),
+        "wall_time_s of the cells (sum of extract + probe + fine-tuning seconds over their result files)": round(sum(
+            sum((c.get("seconds") or {}).values()) + sum(r.get("seconds") or 0 for r in c.get("finetune_runs", []))
+            for c in cells), 1),
         "cells": len(cells),
         "failed cells": [f"{c['model']} on {c['target']}: {c['error']}" for c in cells if "error" in c],
         "targets (train / test images per class cap)": {t: [TARGETS[t].train_per_class, TARGETS[t].test_per_class] for t in settings.targets},
