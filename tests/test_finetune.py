@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -135,6 +136,14 @@ def test_zoo_benchmark_tiny_runs_and_reruns_from_cache(shared_data, cache_dir, t
     again = json.loads((out / "zoo-benchmark-tiny.json").read_text())
     assert [c["finetune"] for c in again["cells"]] == [c["finetune"] for c in board["cells"]]
     assert "TINY" in (out / "zoo-benchmark-tiny.md").read_text()
+    # From empty cells (the trained member copied, not retrained) every number comes out the same: the
+    # fine-tuning's augmentation draws are seeded (torch and Python's `random`, which timm's crop uses).
+    work2 = tmp_path / "work2"
+    shutil.copytree(work / "zoo", work2 / "zoo")
+    assert zoo_benchmark.main(["--tiny", "--out", str(tmp_path / "board2"), "--work", str(work2), "--quiet"]) == 0
+    fresh = json.loads((tmp_path / "board2" / "zoo-benchmark-tiny.json").read_text())
+    accuracies = [[(r["accuracy"], r["lr"], r["epoch"]) for r in c["finetune_runs"]] for c in board["cells"]]
+    assert [[(r["accuracy"], r["lr"], r["epoch"]) for r in c["finetune_runs"]] for c in fresh["cells"]] == accuracies
     del sys.modules["zoo_benchmark"]
 
 

@@ -21,6 +21,7 @@ changes the number, so an interrupted benchmark resumes at the next unfinished c
 from __future__ import annotations
 
 import copy
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,7 +194,10 @@ def _train_grid(net: nn.Module, cell: CellData, rt: _Runtime, options: FinetuneO
 def _train_epoch(net: nn.Module, module: nn.Module, loader: Any, step: Callable[[torch.Tensor], None],
                  rt: _Runtime, options: FinetuneOptions, epoch: int, advance: Callable[[float], None]) -> None:  # fmt: skip
     """One pass over the fit rows; `module` is `net` or its DDP wrapper; advance(images per second) per step."""
-    torch.manual_seed(options.seed * 1000 + epoch)  # augmentation draws, the same for every lr
+    # Augmentation draws, the same for every lr: torch's generator and Python's `random`, which timm's
+    # RandomResizedCrop draws from (unseeded, a rerun from an empty cache gave other numbers).
+    torch.manual_seed(options.seed * 1000 + epoch)
+    random.seed(options.seed * 1000 + epoch)
     net.train()
     if options.bn_frozen_stats:
         for m in net.modules():
