@@ -287,8 +287,12 @@ def plot(analysis: dict, cells: list[dict], path: Path) -> None:
     fig.colorbar(im, ax=ax, label="weighted tau vs fine-tuned acc.")
     ax.set_title("weighted Kendall tau (no controls)")
     mean = analysis["mean"].filter((pl.col("truth") == "finetune") & (pl.col("subset") == "no-controls"))
-    best = mean.row(0, named=True)["score"] if mean.height else "vci"
-    for name in dict.fromkeys([best, "vci"]):
+    full = mean.filter(pl.col("targets") == pl.col("targets").max())  # as in the verdict
+    best = full.row(0, named=True)["score"] if full.height else "vci"
+    # The paper's score where it is defined on every target, else its shrunk variant (N <= p + 1 cells).
+    counts = dict(zip(mean["score"], mean["targets"], strict=True)) if mean.height else {}
+    vci = "vci" if counts.get("vci", 0) >= max(counts.values(), default=0) or "vci_lw" not in scores else "vci_lw"
+    for name in dict.fromkeys([best, vci]):
         if name not in scores:
             continue
         for target in targets:
@@ -299,7 +303,7 @@ def plot(analysis: dict, cells: list[dict], path: Path) -> None:
                         label=f"{name} ({target})")  # fmt: skip
     ax2.set_xlabel("score x direction, z-scored per target (right = predicted better)")
     ax2.set_ylabel("fine-tuned accuracy")
-    ax2.set_title(f"{best} (o) and vci (x) vs fine-tuned accuracy")
+    ax2.set_title(f"{best} (o) and {vci} (x) vs fine-tuned accuracy")
     ax2.legend(fontsize=5, ncol=2)
     fig.tight_layout()
     with atomic_path(path) as tmp:
