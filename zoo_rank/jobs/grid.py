@@ -50,6 +50,11 @@ class Grid:
     kind: str
     results_dir: Path
 
+    @classmethod
+    def at(cls, kind: str, results_dir: str | Path | None) -> Grid:
+        """The grid of `kind` in `results_dir` (None: ./results, `results.DEFAULT_RESULTS_DIR`)."""
+        return cls(kind, Path(results_dir) if results_dir is not None else results.DEFAULT_RESULTS_DIR)
+
     def find(self, cell: Cell) -> dict[str, Any] | None:
         """The cell's stored record when a file with exactly its settings exists, else None."""
         return results.find_result(self.results_dir, self.kind, cell.model, cell.dataset, cell.settings)

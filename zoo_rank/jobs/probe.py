@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo_rank import __version__, data, extract, results
+from zoo_rank import __version__, data, extract
 from zoo_rank import probe as solvers
 from zoo_rank._device import pick_device, resolve_precision
 from zoo_rank._validation import ZooRankError
@@ -208,14 +208,10 @@ def run_probes(
     every probe result in `results_dir` with this run's settings (also written as probe_<probe>.csv / .md).
     """
     method = probe
-    if method not in solvers.PROBES:
-        raise ZooRankError(f"unknown probe {method!r}; use one of {', '.join(solvers.PROBES)}.")
-    grid = Grid(
-        f"probe-{method}", Path(results_dir) if results_dir is not None else results.DEFAULT_RESULTS_DIR
-    )
-    run = probe_settings(method, n_per_class, seed, device, l2_grid)
     grid_values = tuple(float(v) for v in np.asarray(l2_grid, dtype=np.float64).reshape(-1))
-    options = ProbeOptions(method=method, l2_grid=grid_values, device=device, seed=seed)
+    options = ProbeOptions(method=method, l2_grid=grid_values, device=device, seed=seed)  # checks the method
+    grid = Grid.at(f"probe-{method}", results_dir)
+    run = probe_settings(method, n_per_class, seed, device, l2_grid)
     todo = grid.pending(cells(models, resolve_datasets(datasets), run), skip_existing=skip_existing)
     _preflight_hub([c.item for c in todo])
     grid.run(

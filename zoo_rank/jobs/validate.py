@@ -121,7 +121,7 @@ def run_validation(
     table (one row per dataset x metric; written as validation.csv / .md in `results_dir`), correlating
     `METRICS[m].target_sign * score` with the dataset's probe metric over the models.
     """
-    grid = Grid("validate", Path(results_dir) if results_dir is not None else results.DEFAULT_RESULTS_DIR)
+    grid = Grid.at("validate", results_dir)
     names = resolve_metric_names(metrics)
     plans = resolve_datasets(datasets)
     # The target is the probe trained on the very subset that is scored (same n_per_class and seed).
