@@ -418,3 +418,55 @@ def test_ctrl_c_in_rank_says_what_is_kept(monkeypatch, capsys):
     assert result.exit_code == 130  # typer's code for Ctrl-C
     said = " ".join((result.output + capsys.readouterr().err).split())
     assert "interrupted; the result file of every finished model is kept in the board's .runs/ folder" in said
+
+
+def test_the_cpu_micro_batch_is_the_fastest_one_measured_and_untimed_or_partial_chunks_do_not_count():
+    from zoo_rank.extract.forward import MicroBatchTuner
+
+    tuner = MicroBatchTuner((32, 16, 8))
+    per_image = {32: 3.0, 16: 1.0, 8: 2.0}
+    asked = []
+    while not tuner.done:
+        size = tuner.next_size()
+        asked.append(size)
+        slow_start = 100.0 if asked.count(size) == 1 else 1.0  # the first chunk of a shape pays setup
+        tuner.record(size, size, size * per_image[size] * slow_start)
+        tuner.record(size, size // 2, 0.0)  # a partial chunk (end of the data) would look fastest of all
+    assert asked == [32] * 3 + [16] * 3 + [8] * 3  # one untimed and two timed chunks of each
+    assert tuner.best == 16 and tuner.next_size() == 16
+    assert tuner.seconds_per_image == {32: 3.0, 16: 1.0, 8: 2.0}
+
+
+def test_forward_settles_on_the_fastest_micro_batch_and_returns_every_row_in_order():
+    import time
+
+    from zoo_rank.extract.forward import Forward
+
+    class Slow:  # 2 ms per image, except at 16 images a call (0.5 ms): the cache-friendly size of a real CPU
+        def features(self, x):
+            time.sleep(len(x) * (0.0005 if len(x) == 16 else 0.002))
+            return x.flatten(1)[:, :3] * 2.0
+
+    x = torch.arange(200 * 12, dtype=torch.float32).view(200, 3, 2, 2)
+    forward = Forward(Slow(), torch.device("cpu"), "fp32", 32, quiet=True, tune_micro=True)
+    out = torch.cat([forward(x[i : i + 32]) for i in range(0, 200, 32)])
+    torch.testing.assert_close(out, x.flatten(1)[:, :3] * 2.0)  # every row once, in order
+    assert forward.tuner.done and forward.micro == 16
+    assert Forward(Slow(), torch.device("cpu"), "fp32", 32, quiet=True).tuner is None  # asked: kept as asked
+
+
+def test_a_measured_micro_batch_changes_no_feature_and_an_asked_batch_size_is_kept(images, cache_dir):
+    backbone = tiny_backbone()
+    seen = []
+    plain = backbone.features
+    backbone.features = lambda x: (seen.append(len(x)), plain(x))[1]
+    fixed = extract_features(
+        backbone, images, options=ExtractOptions(precision="fp32", batch_size=8, num_workers=0, quiet=True)
+    )
+    assert seen == [8, 8, 8] and fixed.meta["batch_size"] == 8
+    seen.clear()
+    tuned = extract_features(
+        backbone, images, options=ExtractOptions(precision="fp32", num_workers=0, quiet=True, skip_existing=False)
+    )  # 24 images in one outer batch of 32: the tuner's first chunk, partial, so nothing is measured
+    assert seen == [24] and tuned.key == fixed.key and tuned.meta["batch_size"] == 32
+    np.testing.assert_allclose(tuned.features, fixed.features, rtol=1e-5, atol=1e-6)

@@ -51,9 +51,10 @@ class Subset(_Options):
 @dataclass(frozen=True)
 class ExtractOptions(_Options):
     """How features are computed and where they are kept. None: the device's default (batch 256 on CUDA,
-    32 on CPU; one decoding worker per free core) or the cache root ($ZOO_RANK_CACHE, platformdirs)."""
+    32 on CPU cut into micro-batches of 8-32 chosen by timing; one decoding worker per free core) or the
+    cache root ($ZOO_RANK_CACHE, platformdirs)."""
 
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    precision: str = "auto"  # auto: bf16 autocast where the device has native bf16, else fp32
     device: str = "auto"
     batch_size: int | None = None
     num_workers: int | None = None

@@ -54,6 +54,7 @@ class Settings:
     device: torch.device
     precision: str  # "bf16" | "fp32"
     batch_size: int
+    tune_micro: bool  # no batch size was asked for: the CPU measures its micro-batch (forward.MicroBatchTuner)
     num_workers: int
     shard_size: int
     quiet: bool  # this rank prints nothing (also true on every rank but 0)
@@ -67,6 +68,7 @@ class Settings:
             device=dev,
             precision=resolve_precision(options.precision, dev),
             batch_size=batch_size_for(dev, options.batch_size),
+            tune_micro=options.batch_size is None,
             num_workers=default_num_workers(dev) if options.num_workers is None else int(options.num_workers),
             shard_size=max(1, int(shard)),
             quiet=options.quiet or rank != 0,
@@ -236,7 +238,12 @@ def _compute_entry(
     first, end = rank_block(len(request.rows), rank, world)
     backbone = request.backbone
     forward = Forward(
-        backbone, settings.device, settings.precision, settings.batch_size, quiet=settings.quiet
+        backbone,
+        settings.device,
+        settings.precision,
+        settings.batch_size,
+        quiet=settings.quiet,
+        tune_micro=settings.tune_micro,
     )
     with on_device(backbone, settings.device, forward.channels_last), torch.inference_mode():
         block = extract_block(request, entry, first, end, forward, settings)

@@ -142,6 +142,7 @@ class _Zoo:
     manifest: Any
     options: ExtractOptions
     device: torch.device
+    tune_micro: bool  # no batch size was asked for: the CPU measures its micro-batch
 
     @property
     def precision(self) -> str:
@@ -172,7 +173,7 @@ def extract_zoo(
     dev = pick_device(options.device)
     bs = batch_size_for(dev, options.batch_size)
     resolved = options.replace(precision=resolve_precision(options.precision, dev), device=dev, batch_size=bs)
-    zoo = _Zoo(images, subset, manifest, resolved, dev)
+    zoo = _Zoo(images, subset, manifest, resolved, dev, tune_micro=options.batch_size is None)
     members = [_Member(m) for m in map(_as_model, models)]
     tensor_path = [m for m in members if _route(m, zoo)]
     if tensor_path:
@@ -266,7 +267,9 @@ def _run_member(
             fs = entry.read_valid(request.rows)  # another process may have committed it meanwhile
             if fs is not None:
                 return fs
-            forward = Forward(backbone, dev, prec, zoo.options.batch_size, quiet=quiet)
+            forward = Forward(
+                backbone, dev, prec, zoo.options.batch_size, quiet=quiet, tune_micro=zoo.tune_micro
+            )
             with on_device(backbone, dev, forward.channels_last), torch.inference_mode():
                 feats, timings = _extract_decoded(
                     backbone, decoded, forward, zoo.options.batch_size, quiet=quiet
