@@ -22,11 +22,11 @@ features of MODEL from ../shared/data (K = 10, extracted on a miss: slow on CPU)
     .venv/bin/python scripts/bench_probe.py [--n 10000 --p 2048 --k 37 --repeats 2 --device cpu]
 
 Last measured (2026-11-27, the 2-core AMD EPYC, LOADED by a long benchmark at normal priority while this ran
-under `nice -n 15`, load average ~9-13; OMP/OPENBLAS/MKL_NUM_THREADS=1 on both sides; `--repeats 1`):
-zoo_rank 41.5 s wall / 10.3 s CPU (92 of 97 values, 175 L-BFGS iterations), scikit-learn's warm-started
-sweep 256.9 s wall / 41.8 s CPU: 6.2x wall, 4.1x CPU; selected test top1 0.8850 (l2 1.3e-4) vs 0.8878
-(l2 4.2e-4): 0.28 points. The issue's 10x target is NOT met by this solver (a preconditioned one reached
-9.1x CPU but moves tolerance-level numbers on the committed boards).
+under `nice -n 15`, load average 4-5; OMP/OPENBLAS/MKL_NUM_THREADS=1 on both sides; `--repeats 2`, interleaved):
+zoo_rank 5.0 s wall / 4.5 s CPU (90 of 97 values, 88 L-BFGS iterations), scikit-learn's warm-started sweep
+41.4 s wall / 40.4 s CPU: 8.3x wall, 9.1x CPU (per interleaved pair 9.1x, 8.6x CPU); selected test top1
+0.8868 (l2 2.4e-4) vs 0.8878 (l2 4.2e-4): 0.10 points. The issue's 10x target is NOT met. Before the
+preconditioner (same machine, same load, one pair): 10.3 s vs 41.8 s CPU, 4.1x.
 At this `tol` (1e-4, scikit-learn's default) the selected value sits on a flat validation plateau: refits at
 l2 in [1.3e-4, 4.2e-4] stopped at tol 1e-4 score 0.871-0.877 test top1 from a cold start, 0.889-0.890 at
 tol 1e-6, so either side's selected accuracy moves by about a point with any change of optimiser path.

@@ -18,6 +18,13 @@ where the previous one ended. What makes a step along the path cost a few passes
 - The line search tries the unit L-BFGS step first and backtracks on the Armijo condition only: the
   objective is strictly convex (l2 > 0), so every pair has s.y > 0 without a curvature test, and
   nearly every step costs exactly one pass.
+- Preconditioned: the two-loop recursion starts from (c S (x) I + l2 I)^-1 instead of a multiple of the
+  identity, with S = X^T X / N known through its top 128 eigenpairs (one Gram product) and c fitted to
+  each new pair. The penalty enters this H0 exactly (it is the same quadratic at every l2), so the
+  memory still carries over; the stopping test is untouched. On the benchmark (N = 8,000 fit rows,
+  p = 2,048, K = 37) this took the path from 175 to ~100 iterations.
+- The first step at a new l2 extrapolates the path linearly in log(l2) where the previous value
+  needed two or more iterations (the middle of the path, where W turns fastest).
 
 This is our own L-BFGS (two-loop recursion, about 60 lines) rather than torch.optim.LBFGS or scipy's
 L-BFGS-B because neither lets a caller carry the curvature memory from one objective to the next through
@@ -41,8 +48,10 @@ class LogisticPath:
     x (N, p) is standardised here with its own mean and scale (ddof=0, as StandardScaler; constant
     columns get scale 1); W (p, K) and b (K,) are plain tensors on `device` in `dtype`, updated in place
     by `fit`. `memory` curvature pairs are kept (50 pairs of (p K + K) floats: small next to X; on the
-    N = 10,000, p = 2,048, K = 37 benchmark 50 took 175 iterations along the path where 20 took 295,
-    and 100 or 200 were no faster).
+    N = 10,000, p = 2,048, K = 37 benchmark, without the preconditioner, 50 took 175 iterations along
+    the path where 20 took 295, and 100 or 200 were no faster; with it 20 took 111, 50 and 100 ~100).
+    `rank` eigenpairs of X^T X / N precondition it (`spectrum`; 32 took 172 iterations, 128 ~100,
+    256 and 512 no fewer).
     """
 
     def __init__(
@@ -56,12 +65,14 @@ class LogisticPath:
         tol: float,
         max_iter: int,
         memory: int = 50,
+        rank: int = 128,
     ):
         xt = torch.as_tensor(x, device=device).to(dtype)
-        self.mean = xt.mean(0)
-        scale = xt.std(0, correction=0)
+        self.mean, scale = _mean_std(xt)
         self.scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        self.x = ((xt - self.mean) / self.scale).contiguous()
+        self.x = (xt - self.mean).div_(self.scale)
+        # X^T stored as well on the CPU: W^T X^T runs ~20% faster than X W through OpenBLAS on these shapes.
+        self.xt = self.x.T.contiguous() if self.x.device.type == "cpu" else self.x.T
         self.y = torch.as_tensor(y, device=device, dtype=torch.long)
         n, p = self.x.shape
         self.n_classes = n_classes
@@ -82,8 +93,13 @@ class LogisticPath:
         self._pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / s.y)
         self._grad_data: torch.Tensor | None = None  # data-term gradient at theta (flat)
         self._loss_data = math.nan
+        self.rank = rank
+        self._spectrum: tuple[torch.Tensor, torch.Tensor, float] | None = None
+        self._scale_c = 1.0 / n_classes  # softmax variance at uniform probabilities: the first guess
         self._curvature: float | None = None
         self.g0 = self.hg0 = None
+        self._prev: torch.Tensor | None = None
+        self._last_done = 0
 
     # ---- the plateau of strong penalties ----------------------------------------------------------
 
@@ -92,19 +108,41 @@ class LogisticPath:
         """(1/2) lambda_max(X^T X / N): Boehning's bound on the data term's Hessian, in the penalty's units.
 
         For l2 well above it the penalty dominates the curvature: W ~ (gradient at W = 0) / l2 only
-        shrinks, and no prediction changes as l2 moves. Subspace iteration on 8 fixed random vectors
-        (10 rounds, then Rayleigh-Ritz): 20 passes over X, converged far past what a threshold needs.
+        shrinks, and no prediction changes as l2 moves. Read off the top of `spectrum`.
         """
         if self._curvature is None:
-            n, p = self.x.shape
-            start = np.random.default_rng(0).normal(size=(p, min(8, p)))  # fixed: the same bound every run
-            v = torch.as_tensor(start, device=self.x.device, dtype=self.x.dtype)
-            for _ in range(10):
-                v, _ = torch.linalg.qr(_matmul(self.x.T, _matmul(self.x, v)))
-            xv = _matmul(self.x, v).double()
-            ritz = torch.linalg.eigvalsh(xv.T @ xv / n)
-            self._curvature = 0.5 * float(ritz.max())
+            self._curvature = 0.5 * float(self.spectrum[1].max())
         return self._curvature
+
+    @property
+    def spectrum(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(U (p, r), eigenvalues (r,), mean of the other p - r) of S = X^T X / N: its top-r eigenpairs.
+
+        One Gram matrix (p, p: a single large product, several times faster per flop than the thin
+        products of an evaluation), then subspace iteration on it from fixed random vectors (6 rounds,
+        Rayleigh-Ritz in float64: the top eigenvalues converge as (lambda_{r+8} / lambda_i)^12); below
+        p <= r + 8 an exact eigendecomposition. Feeds `curvature` and the preconditioner of `_apply_h0`.
+        """
+        if self._spectrum is None:
+            n, p = self.x.shape
+            gram = (
+                _matmul(self.x.T, self.x) / n
+            )  # numpy sees X^T X: a symmetric rank-k update, half the flops  # working dtype: a preconditioner needs no more
+            r = min(self.rank, p)
+            if p <= r + 8:
+                vals, vecs = torch.linalg.eigh(gram.double())
+            else:
+                start = np.random.default_rng(0).normal(size=(p, r + 8))  # fixed: the same answer every run
+                v = torch.as_tensor(start, device=gram.device, dtype=gram.dtype)
+                for _ in range(6):
+                    v, _ = torch.linalg.qr(_matmul(gram, v))
+                v = v.double()
+                vals, rot = torch.linalg.eigh(v.T @ _matmul(gram, v.to(gram.dtype)).double())
+                vecs = v @ rot
+            vals, vecs = vals[-r:].clamp_min(0.0), vecs[:, -r:]
+            rest = max(float(gram.diagonal().double().sum() - vals.sum()), 0.0) / max(p - r, 1)
+            self._spectrum = (vecs.to(self.x.dtype).contiguous(), vals.to(self.x.dtype), rest)
+        return self._spectrum
 
     def set_expansion(self, l2: float) -> None:
         """Set W to the second-order expansion of the solution at a strong penalty; no L-BFGS runs.
@@ -128,6 +166,17 @@ class LogisticPath:
         self._grad_data = None  # a jump, not a step: the next fit re-evaluates and starts a fresh memory
         self._pairs.clear()
 
+    def start_from(self, other: LogisticPath, W: torch.Tensor, b: torch.Tensor) -> None:
+        """Warm start on these rows from `other`'s (W, b), given in `other`'s standardisation: the same
+        affine function of the raw features in this one. `other`'s spectrum preconditions this fit too
+        (same features, nearly the same scaling); its curvature pairs belong to another objective and are
+        not carried (measured: they save 3 of 8 passes but move where a loose `tol` stops)."""
+        ratio = (self.scale / other.scale).unsqueeze(1)
+        self.W.copy_(W * ratio)
+        shifted = b + ((self.mean - other.mean) / other.scale) @ W
+        self.b.copy_(shifted - shifted.mean())
+        self._spectrum = other.spectrum
+
     # ---- objective ---------------------------------------------------------------------------
 
     def _evaluate(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -135,13 +184,17 @@ class LogisticPath:
         n, p = self.x.shape
         k = self.n_classes
         W, b = theta[: p * k].view(p, k), theta[p * k :]
-        logits = _matmul(self.x, W).double() + b.double()
-        lse = torch.logsumexp(logits, 1)
-        loss = float((lse - logits[self.rows, self.y]).mean())
-        prob = torch.exp(logits - lse[:, None])
+        logits = _matmul(W.T, self.xt).T.double().add_(b.double())  # (n, K), float64 from here: the loss
+        picked = logits[self.rows, self.y]
+        top = logits.amax(1, keepdim=True)
+        prob = logits.sub_(top).exp_()  # in place: every (n, K) temporary costs as much as the softmax
+        total = prob.sum(1, keepdim=True)
+        loss = float((total.log() + top).squeeze(1).sub_(picked).mean())
+        prob.div_(total)
         prob[self.rows, self.y] -= 1.0
-        residual = (prob / n).to(self.x.dtype)
-        grad = torch.cat([_matmul(self.x.T, residual).reshape(-1), residual.sum(0)])
+        residual = prob.mul_(1.0 / n).to(self.x.dtype)
+        # (R^T X)^T rather than X^T R: the same numbers, ~10% faster through OpenBLAS on these shapes.
+        grad = torch.cat([_matmul(residual.T, self.x).T.reshape(-1), residual.sum(0)])
         self.n_evals += 1
         return loss, grad
 
@@ -164,15 +217,54 @@ class LogisticPath:
             alpha = rho * float(s.dot(q))
             q.add_(y, alpha=-alpha)
             alphas.append(alpha)
-        if self._pairs:  # H0 = gamma I, gamma = s.y / y.y of the newest pair (Nocedal & Wright, eq. 7.20)
-            s, y, rho = self._pairs[-1]
-            r = q / (rho * float(y.dot(y)))
-        else:  # no curvature yet: a first step of at most unit L1 length, as torch's L-BFGS
-            r = q * min(1.0, 1.0 / max(float(q.abs().sum()), 1e-30))
+        r = self._apply_h0(q)
         for (s, y, rho), alpha in zip(self._pairs, reversed(alphas), strict=True):
             beta = rho * float(y.dot(r))
             r.add_(s, alpha=alpha - beta)
         return r.neg_()
+
+    def _apply_h0(self, q: torch.Tensor) -> torch.Tensor:
+        """The initial inverse Hessian of the two-loop recursion: (c M + l2 P)^-1 q, where M = S (x) I_K on W
+        and I_K on b (the data term's Hessian at softmax variance c, W and b decoupled as rows have zero
+        mean), S from `spectrum` (top-r eigenpairs, the rest at their mean), P the penalty's mask, and c
+        fitted to the newest pair (`_fit_scale`). Any positive definite H0 keeps L-BFGS convergent; this
+        one takes the spread of S out of the condition number."""
+        u, vals, rest = self.spectrum
+        c, nw = self._scale_c, self.W.numel()
+        qw = q[:nw].view(-1, self.n_classes)
+        d_rest = 1.0 / (c * rest + self.l2)
+        gain = 1.0 / (c * vals + self.l2) - d_rest
+        out_w = qw * d_rest + u @ (gain[:, None] * (u.T @ qw))
+        return torch.cat([out_w.reshape(-1), q[nw:] / c])
+
+    def _fit_scale(self, s: torch.Tensor, sy: float) -> None:
+        """Fit c of `_apply_h0` so that the model's curvature along s matches the pair's:
+        s.y = s^T (c M + l2 P) s, clipped to (0, 1/2] (1/2: Boehning's bound on a softmax variance)."""
+        u, vals, rest = self.spectrum
+        nw = self.W.numel()
+        sw, sb = s[:nw].view(-1, self.n_classes), s[nw:]
+        proj = (u.T @ sw).pow_(2)  # working dtype; the sums below accumulate in float64
+        f64 = torch.float64
+        total, top = float(sw.pow(2).sum(dtype=f64)), float(proj.sum(dtype=f64))
+        model = (
+            float((vals[:, None] * proj).sum(dtype=f64))
+            + rest * (total - top)
+            + float(sb.pow(2).sum(dtype=f64))
+        )
+        data = sy - self.l2 * total
+        if data > 0 and model > 0:
+            self._scale_c = min(max(data / model, 1e-8), 0.5)
+
+    def _first_direction(self, g: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        """The first step at a new l2. When the previous value needed two or more iterations (the middle of
+        the path, where W turns fastest), extrapolate the path linearly in log(l2): from the last solution
+        by the last solution's change (the grid is log-spaced; the line search still checks the step);
+        elsewhere (and if that is no descent direction) the L-BFGS step, which one iteration suffices for."""
+        if prev is not None and self._last_done >= 2:
+            d = self.theta - prev
+            if float(g.double().dot(d.double())) < 0:
+                return d
+        return self._direction(g)
 
     def _move_penalty(self, l2: float) -> None:
         """Carry gradient and memory from the previous l2 to this one: both change by a quadratic only."""
@@ -204,8 +296,9 @@ class LogisticPath:
         f = self._objective(self._loss_data, theta)
         g = self._full_grad(self._grad_data, theta)
         done = 0
+        prev, self._prev = self._prev, theta.clone()
         while done < self.max_iter and float(g.abs().max()) > self.tol:
-            d = self._direction(g)
+            d = self._first_direction(g, prev) if done == 0 else self._direction(g)
             gd = float(g.double().dot(d.double()))
             if not gd < 0:  # not a descent direction (rounding in the memory): restart the memory
                 self._pairs.clear()
@@ -230,6 +323,7 @@ class LogisticPath:
             s, y = trial - theta, g_t - g
             sy = float(s.double().dot(y.double()))
             if sy > 0:
+                self._fit_scale(s, sy)
                 self._pairs.append((s, y, 1.0 / sy))
                 if len(self._pairs) > self.memory:
                     self._pairs.pop(0)
@@ -238,17 +332,38 @@ class LogisticPath:
             f, g = f_t, g_t
             done += 1
         self.n_iter += done
+        self._last_done = done
         return done
 
     # ---- use -------------------------------------------------------------------------------
 
-    def standardise(self, x: np.ndarray) -> torch.Tensor:
-        xt = torch.as_tensor(x, device=self.x.device).to(self.x.dtype)
-        return (xt - self.mean) / self.scale
+    def standardise(self, x: np.ndarray, *, column_major: bool = False) -> torch.Tensor:
+        """Rows x (M, p) in this path's standardisation; `column_major` for rows predicted many times."""
+        xs = (torch.as_tensor(x, device=self.x.device).to(self.x.dtype) - self.mean).div_(self.scale)
+        return xs.T.contiguous().T if column_major else xs
 
     def predict(self, xs: torch.Tensor) -> np.ndarray:
-        """Class codes (M,) for standardised rows xs (M, p)."""
-        return (_matmul(xs, self.W) + self.b).argmax(1).cpu().numpy()
+        """Class codes (M,) for standardised rows xs (M, p); rows stored column-major (xs.T contiguous, as
+        `standardise(x, column_major=True)` gives) take the faster W^T X^T product on the CPU."""
+        logits = _matmul(self.W.T, xs.T).T if xs.T.is_contiguous() else _matmul(xs, self.W)
+        return (logits + self.b).argmax(1).cpu().numpy()
+
+
+def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column mean and standard deviation (ddof=0, as StandardScaler) of x (N, p), accumulated in float64,
+    in x's dtype out. On the CPU through numpy in blocks of rows: no (N, p) float64 temporary, whose
+    allocation alone costs more than torch's or numpy's whole reduction saves."""
+    if x.device.type != "cpu":
+        return x.mean(0), x.std(0, correction=0)
+    arr = x.numpy()
+    mean = arr.mean(0, dtype=np.float64)
+    centre = mean.astype(arr.dtype)
+    total = np.zeros_like(mean)
+    for start in range(0, len(arr), 1024):
+        block = arr[start : start + 1024] - centre
+        total += np.einsum("ij,ij->j", block, block, dtype=np.float64)
+    std = np.sqrt(total / len(arr))
+    return torch.from_numpy(mean).to(x.dtype), torch.from_numpy(std).to(x.dtype)
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
