@@ -21,12 +21,15 @@ features of MODEL from ../shared/data (K = 10, extracted on a miss: slow on CPU)
 
     .venv/bin/python scripts/bench_probe.py [--n 10000 --p 2048 --k 37 --repeats 2 --device cpu]
 
-Last measured (2026-11-27, the 2-core AMD EPYC, LOADED by a long benchmark at normal priority while this ran
-under `nice -n 15`, load average ~9-13; OMP/OPENBLAS/MKL_NUM_THREADS=1 on both sides; `--repeats 1`):
-zoo_rank 41.5 s wall / 10.3 s CPU (92 of 97 values, 175 L-BFGS iterations), scikit-learn's warm-started
-sweep 256.9 s wall / 41.8 s CPU: 6.2x wall, 4.1x CPU; selected test top1 0.8850 (l2 1.3e-4) vs 0.8878
-(l2 4.2e-4): 0.28 points. The issue's 10x target is NOT met by this solver (a preconditioned one reached
-9.1x CPU but moves tolerance-level numbers on the committed boards).
+Last measured (2026-11-28, the 2-core AMD EPYC, shared: another session's benchmarks ran beside this one
+while it ran under `nice -n 10`, load average 0.7-1.0; OMP/OPENBLAS/MKL_NUM_THREADS=1 on both sides;
+`--repeats 2`, interleaved): zoo_rank 3.4 s wall / 3.4 s CPU (94 of 97 values, 85 L-BFGS iterations),
+scikit-learn's warm-started sweep 41.6 s wall / 41.6 s CPU: 12.1x wall and CPU (per interleaved pair
+11.7x, 12.1x CPU); selected test top1 0.8884 (l2 7.5e-5) vs 0.8878 (l2 4.2e-4): 0.06 points. The previous
+solver in the same session: 4.4 s vs 39.2 s, 9.0x (8.7x, 9.0x per pair). Other shapes (`--n 5000 --p 1024`,
+`--repeats 2`): `--k 10` 0.6 s vs 5.8 s, 9.3x (9.7x, 9.3x per pair; the previous solver 0.8 s vs 7.3 s,
+9.5x, one pair), top1 0.9394 vs 0.9392; `--k 100` 1.8 s vs 15.2 s, 8.4x (previous 2.3 s vs 15.8 s, 6.8x,
+one pair), top1 0.4760 vs 0.4810: 0.50 points, at the limit (previous 0.4798, 0.12 points; see below).
 At this `tol` (1e-4, scikit-learn's default) the selected value sits on a flat validation plateau: refits at
 l2 in [1.3e-4, 4.2e-4] stopped at tol 1e-4 score 0.871-0.877 test top1 from a cold start, 0.889-0.890 at
 tol 1e-6, so either side's selected accuracy moves by about a point with any change of optimiser path.

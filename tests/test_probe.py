@@ -512,3 +512,46 @@ def test_few_images_per_class_validate_one_image_of_every_class():
     y2 = np.repeat(np.arange(10), 12)
     x2 = rng.normal(size=(120, 8)) + y2[:, None]
     assert linear_probe(x2, y2, x2, y2, options=ProbeOptions(l2_grid=(1.0,))).n_val == 24
+
+
+def test_subspace_step_minimises_the_second_order_model_in_the_span():
+    # At the minimiser of the model in span(d_1, d_2), the model's gradient g + H d is orthogonal to both
+    # directions; H from autograd on the naive objective.
+    from zoo_rank.probe._linalg import subspace_step
+
+    X, y, _, _ = blobs(150, 5, 3, spread=0.5, seed=17, correlated=True)
+    path = LogisticPath(X, y, 3, "cpu", torch.float64, tol=1e-8, max_iter=100)
+    path.l2 = 0.05
+    theta = torch.as_tensor(np.random.default_rng(1).normal(size=18) * 0.3)
+    _, grad_data = path._evaluate(theta)
+    g = path._full_grad(grad_data, theta)
+    xs, yy = path.x, torch.as_tensor(y)
+
+    def objective(t):
+        logits = xs @ t[:15].view(5, 3) + t[15:]
+        return torch.nn.functional.cross_entropy(logits, yy) + 0.025 * t[:15].pow(2).sum()
+
+    hess = torch.autograd.functional.hessian(objective, theta)
+    rng = np.random.default_rng(2)
+    dirs = []
+    for _ in range(2):
+        d = torch.as_tensor(rng.normal(size=18))
+        xd = xs @ d[:15].view(5, 3) + d[15:]
+        dirs.append((d, xd, float(xd.norm())))
+    d, xd = subspace_step(g, dirs, path._prob, 0.05, 15, max_amplification=1e6)
+    model_grad = g + hess @ d
+    for dj, _, _ in dirs:
+        assert abs(float(dj @ model_grad)) < 1e-10 * float(dj.norm() * g.norm())
+    np.testing.assert_allclose(xd.numpy(), (xs @ d[:15].view(5, 3) + d[15:]).numpy(), atol=1e-12)
+
+
+def test_kept_logits_follow_the_path_in_float32():
+    # The logits are updated by X d at each step rather than recomputed: after a whole path they must
+    # still be X W + b of the current (W, b), up to float32 products.
+    X, y, _, _ = blobs(2000, 64, 5, spread=0.3, seed=18, correlated=True)
+    path = LogisticPath(X, y, 5, "cpu", torch.float32, tol=1e-4, max_iter=500)
+    for l2 in np.logspace(1, -4, 41):
+        path.fit(float(l2))
+    fresh = path.x.double() @ path.W.double() + path.b.double()
+    assert path.n_iter > 41
+    assert float((path._logits - fresh).abs().max()) < 1e-4 * float(fresh.abs().max())

@@ -62,7 +62,7 @@ def _select(
         tol=options.tol,
         max_iter=options.max_iter,
     )
-    val_std = path.standardise(split.val_x)
+    val_std = path.standardise(split.val_x, column_major=True)
     val_accs: list[float] = []
     best_acc, best_i, stale = -1.0, 0, 0
     best_W = best_b = None
@@ -105,11 +105,7 @@ def _refit(split: Split, sel: _Selection, l2: float, options: ProbeOptions) -> L
         tol=options.tol,
         max_iter=options.max_iter,
     )
-    # Warm start in the new standardisation: the same affine function of the raw features.
-    ratio = (final.scale / path.scale).unsqueeze(1)
-    final.W.copy_(sel.best_W * ratio)
-    shifted = sel.best_b + ((final.mean - path.mean) / path.scale) @ sel.best_W
-    final.b.copy_(shifted - shifted.mean())
+    final.start_from(path, sel.best_W, sel.best_b)
     final.fit(l2)
     return final
 
