@@ -21,15 +21,15 @@ features of MODEL from ../shared/data (K = 10, extracted on a miss: slow on CPU)
 
     .venv/bin/python scripts/bench_probe.py [--n 10000 --p 2048 --k 37 --repeats 2 --device cpu]
 
-Last measured (2026-11-28, the 2-core AMD EPYC, shared: another session's benchmarks ran beside this one
-while it ran under `nice -n 10`, load average 0.7-1.0; OMP/OPENBLAS/MKL_NUM_THREADS=1 on both sides;
-`--repeats 2`, interleaved): zoo_rank 3.4 s wall / 3.4 s CPU (94 of 97 values, 85 L-BFGS iterations),
-scikit-learn's warm-started sweep 41.6 s wall / 41.6 s CPU: 12.1x wall and CPU (per interleaved pair
-11.7x, 12.1x CPU); selected test top1 0.8884 (l2 7.5e-5) vs 0.8878 (l2 4.2e-4): 0.06 points. The previous
-solver in the same session: 4.4 s vs 39.2 s, 9.0x (8.7x, 9.0x per pair). Other shapes (`--n 5000 --p 1024`,
-`--repeats 2`): `--k 10` 0.6 s vs 5.8 s, 9.3x (9.7x, 9.3x per pair; the previous solver 0.8 s vs 7.3 s,
-9.5x, one pair), top1 0.9394 vs 0.9392; `--k 100` 1.8 s vs 15.2 s, 8.4x (previous 2.3 s vs 15.8 s, 6.8x,
-one pair), top1 0.4760 vs 0.4810: 0.50 points, at the limit (previous 0.4798, 0.12 points; see below).
+Last measured (2026-11-28, the 2-core AMD EPYC, quiet, load average 1.2; OMP/OPENBLAS/MKL_NUM_THREADS=1 on
+both sides; `--repeats 2`, interleaved): zoo_rank 3.5 s wall / 3.5 s CPU (94 of 97 values, 85 L-BFGS
+iterations), scikit-learn's warm-started sweep 39.3 s wall / 39.3 s CPU: 11.4x wall, 11.3x CPU (per
+interleaved pair 11.5x, 11.2x); selected test top1 0.8884 (l2 7.5e-5) vs 0.8878 (l2 4.2e-4): 0.06 points.
+The previous solver (one commit earlier, loaded machine): 4.4 s vs 39.2 s, 9.0x. Other shapes (`--n 5000
+--p 1024`, `--repeats 2`, same quiet run): `--k 10` 0.6 s vs 6.5 s, 10.1x, top1 0.9394 vs 0.9392;
+`--k 100` 1.8 s vs 15.2 s, 8.4x, top1 0.4760 vs 0.4810: 0.50 points, at the limit (10 validation images per
+class: over three seeds, loaded, this solver came out 0.50 / 0.84 / 0.78 points below scikit-learn, the
+previous one 0.12 / 10.64 / 0.56).
 At this `tol` (1e-4, scikit-learn's default) the selected value sits on a flat validation plateau: refits at
 l2 in [1.3e-4, 4.2e-4] stopped at tol 1e-4 score 0.871-0.877 test top1 from a cold start, 0.889-0.890 at
 tol 1e-6, so either side's selected accuracy moves by about a point with any change of optimiser path.
