@@ -25,6 +25,7 @@ Last measured (2026-11-28, the 2-core AMD EPYC, quiet, load average 1.2; OMP/OPE
 both sides; `--repeats 2`, interleaved): zoo_rank 3.5 s wall / 3.5 s CPU (94 of 97 values, 85 L-BFGS
 iterations), scikit-learn's warm-started sweep 39.3 s wall / 39.3 s CPU: 11.4x wall, 11.3x CPU (per
 interleaved pair 11.5x, 11.2x); selected test top1 0.8884 (l2 7.5e-5) vs 0.8878 (l2 4.2e-4): 0.06 points.
+Other seeds of this shape (`--accuracy-seeds 1 2 3`): -0.18 / -0.10 / +0.00 points.
 The previous solver (one commit earlier, loaded machine): 4.4 s vs 39.2 s, 9.0x. Other shapes (`--n 5000
 --p 1024`, `--repeats 2`, same quiet run): `--k 10` 0.6 s vs 6.5 s, 10.1x, top1 0.9394 vs 0.9392;
 `--k 100` 1.8 s vs 15.2 s, 8.4x, top1 0.4760 vs 0.4810: 0.50 points, at the limit (10 validation images per
