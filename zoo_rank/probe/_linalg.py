@@ -93,6 +93,43 @@ def subspace_step(
     return dirs[0][0], dirs[0][1]
 
 
+def spectral_h0(
+    q: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor, float], c: float, l2: float, k: int
+) -> torch.Tensor:
+    """The initial inverse Hessian of the two-loop recursion applied to q (flat: W (p, K) then b (K,)):
+    (c M + l2 P)^-1 q, where M = S (x) I_K on W and I_K on b (the data term's Hessian at softmax variance c,
+    W and b decoupled as rows have zero mean), S = X^T X / N from `spectrum` (U (p, r), its eigenvalues,
+    the rest at their mean), P the penalty's mask, and c fitted to the newest pair (`fitted_scale`). Any
+    positive definite H0 keeps L-BFGS convergent; this one takes the spread of S out of the condition
+    number."""
+    u, vals, rest = spectrum
+    nw = u.shape[0] * k
+    qw = q[:nw].view(-1, k)
+    d_rest = 1.0 / (c * rest + l2)
+    gain = 1.0 / (c * vals + l2) - d_rest
+    out_w = qw * d_rest + u @ (gain[:, None] * (u.T @ qw))
+    return torch.cat([out_w.reshape(-1), q[nw:] / c])
+
+
+def fitted_scale(
+    s: torch.Tensor, sy: float, spectrum: tuple[torch.Tensor, torch.Tensor, float], l2: float, k: int, c: float
+) -> float:
+    """c of `spectral_h0` such that the model's curvature along the step s matches the pair's:
+    s.y = s^T (c M + l2 P) s, clipped to (0, 1/2] (1/2: Boehning's bound on a softmax variance); the
+    current c where the pair says nothing (no positive data curvature)."""
+    u, vals, rest = spectrum
+    nw = u.shape[0] * k
+    sw, sb = s[:nw].view(-1, k), s[nw:]
+    proj = (u.T @ sw).pow_(2)  # working dtype; the sums below accumulate in float64
+    f64 = torch.float64
+    total, top = float(sw.pow(2).sum(dtype=f64)), float(proj.sum(dtype=f64))
+    model = float((vals[:, None] * proj).sum(dtype=f64)) + rest * (total - top) + float(sb.pow(2).sum(dtype=f64))
+    data = sy - l2 * total
+    if data > 0 and model > 0:
+        return min(max(data / model, 1e-8), 0.5)
+    return c
+
+
 def mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Column mean and standard deviation (ddof=0, as StandardScaler) of x (N, p), accumulated in float64,
     in x's dtype out. On the CPU through numpy in blocks of rows: no (N, p) float64 temporary, whose

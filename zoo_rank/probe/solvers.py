@@ -53,9 +53,15 @@ import math
 import numpy as np
 import torch
 
+from zoo_rank.probe._linalg import (
+    fitted_scale,
+    spectral_h0,
+    subspace_step,
+    top_eigenpairs,
+    top_eigenvalue,
+)
 from zoo_rank.probe._linalg import matmul as _matmul
 from zoo_rank.probe._linalg import mean_std as _mean_std
-from zoo_rank.probe._linalg import subspace_step, top_eigenpairs, top_eigenvalue
 
 __all__ = ["LogisticPath"]
 #: Rows of the Gram matrix behind the preconditioner, a fixed random subset where N is over twice that
@@ -159,7 +165,7 @@ class LogisticPath:
         """(U (p, r), eigenvalues (r,), mean of the other p - r) of S = X^T X / N: its top-r eigenpairs.
 
         From `top_eigenpairs` (the Gram matrix of `SPECTRUM_ROWS` random rows where N is over twice that,
-        subspace iteration). Feeds `curvature` and the preconditioner of `_apply_h0`.
+        subspace iteration). Feeds `curvature` and the preconditioner (`spectral_h0`).
         """
         if self._spectrum is None:
             vecs, vals, rest, self._sampled = top_eigenpairs(self.x, self.rank, rows=SPECTRUM_ROWS)
@@ -256,43 +262,11 @@ class LogisticPath:
             alpha = rho * float(s.dot(q))
             q.add_(y, alpha=-alpha)
             alphas.append(alpha)
-        r = self._apply_h0(q)
+        r = spectral_h0(q, self.spectrum, self._scale_c, self.l2, self.n_classes)
         for (s, y, rho), alpha in zip(self._pairs, reversed(alphas), strict=True):
             beta = rho * float(y.dot(r))
             r.add_(s, alpha=alpha - beta)
         return r.neg_()
-
-    def _apply_h0(self, q: torch.Tensor) -> torch.Tensor:
-        """The initial inverse Hessian of the two-loop recursion: (c M + l2 P)^-1 q, where M = S (x) I_K on W
-        and I_K on b (the data term's Hessian at softmax variance c, W and b decoupled as rows have zero
-        mean), S from `spectrum` (top-r eigenpairs, the rest at their mean), P the penalty's mask, and c
-        fitted to the newest pair (`_fit_scale`). Any positive definite H0 keeps L-BFGS convergent; this
-        one takes the spread of S out of the condition number."""
-        u, vals, rest = self.spectrum
-        c, nw = self._scale_c, self.W.numel()
-        qw = q[:nw].view(-1, self.n_classes)
-        d_rest = 1.0 / (c * rest + self.l2)
-        gain = 1.0 / (c * vals + self.l2) - d_rest
-        out_w = qw * d_rest + u @ (gain[:, None] * (u.T @ qw))
-        return torch.cat([out_w.reshape(-1), q[nw:] / c])
-
-    def _fit_scale(self, s: torch.Tensor, sy: float) -> None:
-        """Fit c of `_apply_h0` so that the model's curvature along s matches the pair's:
-        s.y = s^T (c M + l2 P) s, clipped to (0, 1/2] (1/2: Boehning's bound on a softmax variance)."""
-        u, vals, rest = self.spectrum
-        nw = self.W.numel()
-        sw, sb = s[:nw].view(-1, self.n_classes), s[nw:]
-        proj = (u.T @ sw).pow_(2)  # working dtype; the sums below accumulate in float64
-        f64 = torch.float64
-        total, top = float(sw.pow(2).sum(dtype=f64)), float(proj.sum(dtype=f64))
-        model = (
-            float((vals[:, None] * proj).sum(dtype=f64))
-            + rest * (total - top)
-            + float(sb.pow(2).sum(dtype=f64))
-        )
-        data = sy - self.l2 * total
-        if data > 0 and model > 0:
-            self._scale_c = min(max(data / model, 1e-8), 0.5)
 
     def _combine(self, g: torch.Tensor, dirs: list) -> tuple[torch.Tensor, torch.Tensor]:
         """`subspace_step` at theta: the best combination of dirs, newest first, with its X-image."""
@@ -320,6 +294,57 @@ class LogisticPath:
                 kept.append((s, y, 1.0 / sy))
         self._pairs = kept
         self.l2 = l2
+
+    def _line_search(
+        self, f: float, g: torch.Tensor, d: torch.Tensor, xd: torch.Tensor
+    ) -> tuple[float, tuple | None]:
+        """(step, (logits, loss, softmax, J) there) along d (float64, flat) with X-image xd (N, K) from
+        theta (objective f, gradient g): the unit step first, then backtracking on the Armijo condition
+        only (J is strictly convex for l2 > 0); (step, None) when no step of 30 decreases J."""
+        nw = self.W.numel()
+        gd = float(g.double().dot(d.double()))
+        wd = d[:nw].double()
+        w = self._theta64[:nw]
+        ww, wdw, dd = float(w.dot(w)), float(w.dot(wd)), float(wd.dot(wd))
+        step = 1.0
+        for _ in range(30):  # backtracking moves along X d: no product
+            logits_t = self._logits + step * xd
+            loss_t, prob_t = self._loss(logits_t)
+            f_t = loss_t + 0.5 * self.l2 * (ww + 2 * step * wdw + step * step * dd)
+            if f_t <= f + 1e-4 * step * gd:
+                return step, (logits_t, loss_t, prob_t, f_t)
+            # Minimiser of the quadratic through f, its slope gd and f_t, kept within [0.1, 0.5] step.
+            curv = f_t - f - gd * step
+            guess = -gd * step * step / (2.0 * curv) if curv > 0 else 0.5 * step
+            step = min(max(guess, 0.1 * step), 0.5 * step)
+        return step, None
+
+    def _accept(
+        self, step: float, d: torch.Tensor, xd: torch.Tensor, accepted: tuple, g: torch.Tensor
+    ) -> tuple[float, torch.Tensor]:
+        """Move theta by step * d (X-image step * xd) to the line search's accepted point: one gradient
+        product, a new curvature pair (and preconditioner scale); returns (J, full gradient) there."""
+        theta = self.theta
+        logits_t, loss_t, prob_t, f_t = accepted
+        s64 = d * step
+        self._theta64 += s64
+        trial = self._theta64.to(theta.dtype, copy=True)
+        s = trial - theta
+        grad_t = self._gradient(prob_t)
+        g_t = self._full_grad(grad_t, trial)
+        y = g_t - g
+        sy = float(s.double().dot(y.double()))
+        if sy > 0:
+            self._scale_c = fitted_scale(s, sy, self.spectrum, self.l2, self.n_classes, self._scale_c)
+            self._pairs.append((s, y, 1.0 / sy))
+            if len(self._pairs) > self.memory:
+                self._pairs.pop(0)
+        xs = xd * step
+        self._last_step = (s64, xs, float(xs.norm()))
+        theta.copy_(trial)
+        self._logits, self._prob = logits_t, prob_t
+        self._loss_data, self._grad_data = loss_t, grad_t
+        return f_t, g_t
 
     def fit(self, l2: float) -> int:
         """Minimise J at `l2` from the current (W, b) and memory; return the number of iterations run.
@@ -355,48 +380,14 @@ class LogisticPath:
                 d = d.double()
                 if done:  # with the previous step, whose logits are known
                     d, xd = self._combine(g, [(d, xd, float(xd.norm())), self._last_step])
-            gd = float(g.double().dot(d.double()))
-            step, accepted = 1.0, None
-            wd = d[:nw].double()
-            w = self._theta64[:nw]
-            ww, wdw, dd = float(w.dot(w)), float(w.dot(wd)), float(wd.dot(wd))
-            for _ in range(30):  # backtracking moves along X d: no product
-                logits_t = self._logits + step * xd
-                loss_t, prob_t = self._loss(logits_t)
-                f_t = loss_t + 0.5 * self.l2 * (ww + 2 * step * wdw + step * step * dd)
-                if f_t <= f + 1e-4 * step * gd:
-                    accepted = (logits_t, loss_t, prob_t, f_t)
-                    break
-                # Minimiser of the quadratic through f, its slope gd and f_t, kept within [0.1, 0.5] step.
-                curv = f_t - f - gd * step
-                guess = -gd * step * step / (2.0 * curv) if curv > 0 else 0.5 * step
-                step = min(max(guess, 0.1 * step), 0.5 * step)
+            step, accepted = self._line_search(f, g, d, xd)
             if accepted is None and predict:  # a poor prediction: take the L-BFGS step instead
                 predict = False
                 continue
             predict = False
             if accepted is None:
                 break  # no decrease the float64 loss can resolve: as converged as this dtype allows
-            logits_t, loss_t, prob_t, f_t = accepted
-            s64 = d * step
-            self._theta64 += s64
-            trial = self._theta64.to(theta.dtype, copy=True)
-            s = trial - theta
-            grad_t = self._gradient(prob_t)
-            g_t = self._full_grad(grad_t, trial)
-            y = g_t - g
-            sy = float(s.double().dot(y.double()))
-            if sy > 0:
-                self._fit_scale(s, sy)
-                self._pairs.append((s, y, 1.0 / sy))
-                if len(self._pairs) > self.memory:
-                    self._pairs.pop(0)
-            xs = xd * step
-            self._last_step = (s64, xs, float(xs.norm()))
-            theta.copy_(trial)
-            self._logits, self._prob = logits_t, prob_t
-            self._loss_data, self._grad_data = loss_t, grad_t
-            f, g = f_t, g_t
+            f, g = self._accept(step, d, xd, accepted, g)
             done += 1
         if done:
             theta0, logits0 = self._anchor
