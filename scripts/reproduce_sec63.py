@@ -50,9 +50,11 @@ import numpy as np
 import torch
 from scipy import stats
 
+from zoo_rank import probe as probe_module
 from zoo_rank._paths import write_text_atomic
 from zoo_rank.data import load_images, shared_data_dir
 from zoo_rank.extract import extract_features
+from zoo_rank.jobs.memo import source_digest
 from zoo_rank.metrics import compute_metrics
 from zoo_rank.models import create_backbone
 from zoo_rank.options import ExtractOptions, ProbeOptions, Subset
@@ -236,10 +238,12 @@ def train_one(scale: Scale, family: str, value: float, seed: int, out: Path, qui
 
 
 def _settings_digest(scale: Scale) -> str:
-    """Digest of everything an evaluation depends on besides the model (a changed scale re-evaluates)."""
+    """Digest of everything an evaluation depends on besides the model (a changed scale or probe solver
+    re-evaluates)."""
     what = {
         k: v for k, v in asdict(scale).items() if k in ("source_per_class", "downstream_caps", "l2_grid_size")
     }
+    what["probe_code"] = source_digest(probe_module)
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from zoo_rank import probe as probe_module
 from zoo_rank._paths import json_digest
 from zoo_rank.data import load_images, shared_data_dir
 from zoo_rank.extract import extract_features
 from zoo_rank.finetune import FinetuneOptions, finetune
 from zoo_rank.jobs.grid import Cell, Grid, error_line
+from zoo_rank.jobs.memo import source_digest
 from zoo_rank.jobs.rank import CONTROL_PREFIX
 from zoo_rank.metrics import METRICS, compute_metrics
 from zoo_rank.models import create_backbone
@@ -185,6 +187,8 @@ def _cell_key(model: Model, target: Target, settings: Settings, weights: str, fp
         "model": model.spec, "pretrained": model.pretrained, "weights": weights, "target": target.name,
         "train_per_class": target.train_per_class, "test_per_class": target.test_per_class,
         "metric": target.metric, "seed": settings.seed, "data": fps, "metrics": sorted(METRICS),
+        # the probe's accuracy is part of the cell: a solver that selects differently is another cell
+        "probe_code": source_digest(probe_module),
     }  # fmt: skip
 
 
