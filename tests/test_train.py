@@ -551,3 +551,13 @@ def test_exact_permutation_correlations_match_scipy():
     expected = min(1.0, 2 * min(np.mean(null <= r0 + 1e-12), np.mean(null >= r0 - 1e-12)))
     assert got["pearson_p"] == pytest.approx(expected)
     assert math.isnan(module.exact_correlations([1, 1, 1], [1, 2, 3])["pearson"])
+
+
+def test_tracking_a_network_whose_features_all_died_records_gaps_instead_of_stopping_the_training():
+    from zoo_rank.metrics.stats import stats_of
+    from zoo_rank.train.tracking import measure
+
+    dead = np.zeros((60, 16))  # what tau = 0.1 leaves of resnet10t's pooled features: every ReLU died
+    row = measure(stats_of(dead, np.repeat(np.arange(3), 20)))
+    assert np.isnan(row["vci"]) and np.isnan(row["fuzziness"])  # undefined: no spread to compare
+    assert row["total_trace"] == 0.0 and row["cosine_distance"] == 1.0

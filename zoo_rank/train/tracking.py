@@ -9,6 +9,7 @@ features, class means mu_k, global mean mu_G, K classes.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from zoo_rank._console import warn
 from zoo_rank._paths import atomic_path
-from zoo_rank.metrics import METRICS, ClassStats, SampleSizeWarning
+from zoo_rank.metrics import METRICS, ClassStats, SampleSizeWarning, UndefinedMetricError
 from zoo_rank.metrics.collapse import vci_lw
 from zoo_rank.metrics.shrinkage import intensity
 from zoo_rank.metrics.stats import stats_of
@@ -114,13 +115,22 @@ def spectra(features: Any, labels: Any | None = None, *, top: int | None = None)
     return {"between": between, "total": total}
 
 
+def _value(fn: Any, stats: ClassStats) -> float:
+    """A metric's value for the curve; NaN where it is undefined (a network whose features all died in
+    training has no spread to compare), which the curve shows as a gap instead of ending the training."""
+    try:
+        return float(fn(stats))
+    except UndefinedMetricError:
+        return math.nan
+
+
 def measure(stats: ClassStats) -> dict[str, float]:
     """All scalar collapse measurements of one feature set: the metrics, Tr(Sigma_B), Tr(Sigma_T) and Fig. 1's split."""
     # A tracking split of at most p + 1 samples leaves the plain VCI undefined (every feature set scores 0):
     # track the Ledoit-Wolf VCI there, and record its intensity (0 = plain) so the curve says which it is.
     small = stats.n_samples <= stats.dim + 1
     fns = {**COLLAPSE_METRICS, "vci": vci_lw} if small else COLLAPSE_METRICS
-    row = {name: float(fn(stats)) for name, fn in fns.items()}
+    row = {name: _value(fn, stats) for name, fn in fns.items()}
     row["vci_shrinkage"] = intensity(stats, "ledoit-wolf") if small else 0.0
     split = within_class_split(stats)
     row.update(
