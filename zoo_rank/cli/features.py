@@ -68,7 +68,8 @@ def extract_cmd(
     precision: opt.precision("auto (bf16 + channels_last where native), bf16 or fp32.") = "auto",
     device: opt.device("auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps.") = "auto",
     batch_size: opt.batch_size(
-        "Images per batch (default: 256 CUDA; 32 CPU, run in micro-batches of 8-32 chosen by timing; halves on out-of-memory)."
+        "Images per batch (default: 256 CUDA; 32 CPU, run in micro-batches of 8-32 chosen by timing; "
+        "halves on out-of-memory)."
     ) = None,
     num_workers: opt.option(
         Optional[int], "--num-workers", help="DataLoader decode workers (default: from the CPU count)."

@@ -71,7 +71,9 @@ def rank_cmd(
     seed: opt.seed("Seed of the class-balanced subsets.") = 0,
     precision: opt.precision("auto (bf16 where faster), bf16 or fp32.") = "auto",
     device: opt.device("auto, cpu, cuda, cuda:N, mps.") = "auto",
-    batch_size: opt.batch_size("Extraction batch size (default: as `zoo-rank extract`; halves on out-of-memory).") = None,
+    batch_size: opt.batch_size(
+        "Extraction batch size (default: as `zoo-rank extract`; halves on out-of-memory)."
+    ) = None,
     cache_dir: opt.cache_dir("Feature cache (default: $ZOO_RANK_CACHE, else the user cache folder).") = None,
     out: opt.out(
         "Board path without suffix: writes OUT.md/.csv/.json/.png and OUT.runs/ (default: leaderboards/default "

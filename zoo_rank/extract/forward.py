@@ -184,4 +184,12 @@ def warn_nonfinite(features: np.ndarray, model: str) -> None:
         warn(f"{bad} of {len(features)} feature rows contain NaN/Inf ({model}); try --precision fp32.")
 
 
-__all__ = ["CPU_MICRO_CANDIDATES", "DEFAULT_BATCH_SIZE", "Forward", "MicroBatchTuner", "batch_size_for", "on_device", "warn_nonfinite"]
+__all__ = [
+    "CPU_MICRO_CANDIDATES",
+    "DEFAULT_BATCH_SIZE",
+    "Forward",
+    "MicroBatchTuner",
+    "batch_size_for",
+    "on_device",
+    "warn_nonfinite",
+]
