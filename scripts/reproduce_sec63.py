@@ -707,16 +707,19 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 def _undefined_notes(rows: list[dict[str, Any]]) -> list[str]:
     """Say why a metric is n/a: a model without between-class spread (e.g. a dead network) makes it 0/0."""
     notes = []
+    titles = {**TITLES, "cosine_distance": "Cos. dist."}
     for r in rows:
-        bad = [TITLES.get(c, c) for c in (*COLUMNS, "cosine_distance") if not math.isfinite(r["metrics"][c])]
+        bad = [titles[c] for c in (*COLUMNS, "cosine_distance") if not math.isfinite(r["metrics"][c])]
         if not bad:
             continue
-        dead = r["metrics"]["cosine_distance"] == 1.0
+        # Constant features leave even the cosine distance without a value (older records: 1, no direction).
+        cos = r["metrics"]["cosine_distance"]
+        dead = not math.isfinite(cos) or cos == 1.0
         notes.append(
             f"> {r['model']}: {', '.join(bad)} undefined (n/a): "
             + (
-                "every source feature of this model is 0 (Cos. dist. = 1: no feature vector has a direction), "
-                "a network whose last ReLUs all died in training; its VCI of 1 is the no-class-structure value. "
+                "its source features do not vary across the images (a network whose last ReLUs all died in "
+                "training gives all-zero features), so no collapse score has a value. "
                 if dead
                 else "its class means coincide. "
             )
